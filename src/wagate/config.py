@@ -1,0 +1,151 @@
+"""One Settings object, read once at start from flags and `WAGATE_*` environment variables."""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+IpNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+class ConfigError(ValueError):
+    """A setting has a value wagate cannot use."""
+
+
+@dataclass(frozen=True)
+class Settings:
+    host: str = "127.0.0.1"
+    port: int = 8080
+    data_dir: Path = Path("./wagate-data")
+    database_url: str = ""
+    public_url: str = ""
+    avatar_timeout_s: float = 10.0
+    notification_retention_s: float = 86400.0
+    max_body_bytes: int = 1_048_576
+    rate_limits_enabled: bool = True
+    phone_digits: tuple[int, int] = (11, 12)
+    partner_token: str = ""
+    webhook_timeout_s: float = 30.0
+    webhook_max_interval_s: float = 60.0
+    webhook_allow: tuple[IpNetwork, ...] = ()
+    webhook_deny: tuple[IpNetwork, ...] = ()
+    # How often waiters re-read the store even without a wake-up: the guarantee behind wake-ups
+    # that another process (the CLI, another node) cannot send.
+    poll_interval_s: float = 1.0
+    avatar_workers: int = 8
+    log_level: str = "INFO"
+    extra: Mapping[str, Any] = field(default_factory=dict)
+
+    @property
+    def effective_database_url(self) -> str:
+        if self.database_url:
+            return self.database_url
+        return f"sqlite:///{(self.data_dir / 'wagate.sqlite3').resolve()}"
+
+    @property
+    def effective_public_url(self) -> str:
+        if self.public_url:
+            return self.public_url.rstrip("/")
+        host = "127.0.0.1" if self.host in ("0.0.0.0", "::", "") else self.host  # noqa: S104
+        return f"http://{host}:{self.port}"
+
+    @property
+    def is_sqlite(self) -> bool:
+        return self.effective_database_url.startswith("sqlite")
+
+    def with_overrides(self, **changes: Any) -> Settings:
+        return replace(self, **{k: v for k, v in changes.items() if v is not None})
+
+
+def _float(env: Mapping[str, str], name: str, default: float, minimum: float = 0.0) -> float:
+    raw = env.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = float(raw)
+    except ValueError as exc:
+        raise ConfigError(f"{name} must be a number of seconds, got {raw!r}") from exc
+    if value < minimum:
+        raise ConfigError(f"{name} must be at least {minimum}, got {raw!r}")
+    return value
+
+
+def _int(env: Mapping[str, str], name: str, default: int, minimum: int = 0) -> int:
+    raw = env.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = int(raw)
+    except ValueError as exc:
+        raise ConfigError(f"{name} must be an integer, got {raw!r}") from exc
+    if value < minimum:
+        raise ConfigError(f"{name} must be at least {minimum}, got {raw!r}")
+    return value
+
+
+def _phone_digits(raw: str | None) -> tuple[int, int]:
+    if not raw:
+        return (11, 12)
+    low, _, high = raw.partition("-")
+    try:
+        bounds = (int(low), int(high or low))
+    except ValueError as exc:
+        raise ConfigError(f"WAGATE_PHONE_DIGITS must look like 11-12, got {raw!r}") from exc
+    if not 1 <= bounds[0] <= bounds[1] <= 20:
+        raise ConfigError(f"WAGATE_PHONE_DIGITS must be a range within 1-20, got {raw!r}")
+    return bounds
+
+
+def _networks(name: str, raw: str | None) -> tuple[IpNetwork, ...]:
+    if not raw:
+        return ()
+    try:
+        return tuple(ipaddress.ip_network(part.strip(), strict=False) for part in raw.split(","))
+    except ValueError as exc:
+        raise ConfigError(f"{name} must be a comma-separated list of CIDR ranges: {exc}") from exc
+
+
+def _bool(env: Mapping[str, str], name: str, default: bool) -> bool:
+    raw = env.get(name)
+    if raw is None or raw == "":
+        return default
+    value = raw.strip().lower()
+    if value in ("1", "on", "yes", "true"):
+        return True
+    if value in ("0", "off", "no", "false"):
+        return False
+    raise ConfigError(f"{name} must be on or off, got {raw!r}")
+
+
+def settings_from_env(env: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
+    """Build Settings from `WAGATE_*` variables; keyword overrides (from CLI flags) win when not None.
+
+    Flags that click already reads from the environment (host, port, data dir, database URL,
+    public URL) arrive as overrides; the rest are read here.
+    """
+    env = os.environ if env is None else env
+    settings = Settings(
+        host=env.get("WAGATE_HOST", "127.0.0.1"),
+        port=_int(env, "WAGATE_PORT", 8080),
+        data_dir=Path(env.get("WAGATE_DATA_DIR", "./wagate-data")),
+        database_url=env.get("WAGATE_DATABASE_URL", ""),
+        public_url=env.get("WAGATE_PUBLIC_URL", ""),
+        avatar_timeout_s=_float(env, "WAGATE_AVATAR_TIMEOUT", 10.0, minimum=0.01),
+        notification_retention_s=_float(env, "WAGATE_NOTIFICATION_RETENTION", 86400.0, 0.01),
+        max_body_bytes=_int(env, "WAGATE_MAX_BODY_BYTES", 1_048_576, minimum=1024),
+        rate_limits_enabled=_bool(env, "WAGATE_RATE_LIMITS", True),
+        phone_digits=_phone_digits(env.get("WAGATE_PHONE_DIGITS")),
+        partner_token=env.get("WAGATE_PARTNER_TOKEN", ""),
+        webhook_timeout_s=_float(env, "WAGATE_WEBHOOK_TIMEOUT", 30.0, minimum=0.01),
+        webhook_max_interval_s=_float(env, "WAGATE_WEBHOOK_MAX_INTERVAL", 60.0, minimum=0.01),
+        webhook_allow=_networks("WAGATE_WEBHOOK_ALLOW", env.get("WAGATE_WEBHOOK_ALLOW")),
+        webhook_deny=_networks("WAGATE_WEBHOOK_DENY", env.get("WAGATE_WEBHOOK_DENY")),
+        poll_interval_s=_float(env, "WAGATE_POLL_INTERVAL", 1.0, minimum=0.01),
+        avatar_workers=_int(env, "WAGATE_AVATAR_WORKERS", 8, minimum=1),
+        log_level=env.get("WAGATE_LOG_LEVEL", "INFO").upper(),
+    )
+    return settings.with_overrides(**overrides)

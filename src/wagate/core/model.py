@@ -1,0 +1,236 @@
+"""Domain values shared by the use cases, the engines and the stores.
+
+Every value is a frozen dataclass; datetimes are timezone-aware (UTC). GREEN-API's camelCase
+names appear only in `wagate.wire`.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+
+class InstanceState(enum.StrEnum):
+    """The authorization state GREEN-API reports in `getStateInstance`."""
+
+    AUTHORIZED = "authorized"
+    NOT_AUTHORIZED = "notAuthorized"
+    BLOCKED = "blocked"
+    STARTING = "starting"
+    YELLOW_CARD = "yellowCard"
+    SLEEP_MODE = "sleepMode"
+
+
+class ChatKind(enum.Enum):
+    PERSONAL = "c.us"
+    GROUP = "g.us"
+    LID = "lid"
+
+
+@dataclass(frozen=True)
+class ChatId:
+    """A syntactically valid chat id. `user` is the part before `@`."""
+
+    kind: ChatKind
+    user: str
+
+    def __str__(self) -> str:
+        return f"{self.user}@{self.kind.value}"
+
+    @property
+    def phone(self) -> str | None:
+        """The phone number of a personal chat, else None."""
+        return self.user if self.kind is ChatKind.PERSONAL else None
+
+
+@dataclass(frozen=True)
+class InstanceSettings:
+    """The settings a GREEN-API client reads and writes through get/setSettings.
+
+    Flags are kept by their GREEN-API key in `flags` (values True for "yes"), because the list of
+    yes/no switches is a wire concern that grows; the use cases only read a few of them.
+    """
+
+    webhook_url: str = ""
+    webhook_url_token: str = ""
+    delay_send_messages_ms: int = 3000
+    country_instance: str = ""
+    flags: Mapping[str, bool] = field(default_factory=dict)
+
+    def with_changes(self, changes: Mapping[str, Any]) -> InstanceSettings:
+        """Return a copy with the given snake_case fields or `flags` entries replaced."""
+        values: dict[str, Any] = {
+            "webhook_url": self.webhook_url,
+            "webhook_url_token": self.webhook_url_token,
+            "delay_send_messages_ms": self.delay_send_messages_ms,
+            "country_instance": self.country_instance,
+            "flags": dict(self.flags),
+        }
+        for key, value in changes.items():
+            if key == "flags":
+                values["flags"].update(value)
+            else:
+                values[key] = value
+        return InstanceSettings(**values)
+
+
+@dataclass(frozen=True)
+class Instance:
+    """One GREEN-API instance: credentials, the engine behind it and its settings."""
+
+    id: int
+    api_token: str
+    engine: str
+    phone: str
+    state: InstanceState
+    webhook_signing_secret: str
+    settings: InstanceSettings
+    created_at: datetime
+
+    @property
+    def wid(self) -> str:
+        return f"{self.phone}@c.us" if self.phone else ""
+
+    @property
+    def is_authorized(self) -> bool:
+        return self.state is InstanceState.AUTHORIZED
+
+
+class AvatarStatus(enum.Enum):
+    """Every outcome an engine can report for an avatar lookup."""
+
+    AVAILABLE = "available"
+    NOT_SET = "not_set"
+    HIDDEN = "hidden"
+    NOT_ON_WHATSAPP = "not_on_whatsapp"
+    RATE_LIMITED = "rate_limited"
+    TIMED_OUT = "timed_out"
+    BAD_REQUEST = "bad_request"
+
+
+@dataclass(frozen=True)
+class AvatarImage:
+    """Image bytes and their media type (`image/jpeg`, `image/png` or `image/webp`)."""
+
+    data: bytes
+    content_type: str
+
+
+@dataclass(frozen=True)
+class AvatarResult:
+    """What an engine found. `image` is set exactly when status is AVAILABLE."""
+
+    status: AvatarStatus
+    image: AvatarImage | None = None
+
+    def __post_init__(self) -> None:
+        if (self.status is AvatarStatus.AVAILABLE) != (self.image is not None):
+            raise ValueError("an image goes with AVAILABLE and only with it")
+
+
+@dataclass(frozen=True)
+class AvatarLookup:
+    """An avatar result after its image was stored: what the HTTP edge folds into the wire fields."""
+
+    status: AvatarStatus
+    url: str = ""
+
+
+@dataclass(frozen=True)
+class Contact:
+    chat_id: str
+    name: str
+    is_group: bool
+
+
+@dataclass(frozen=True)
+class ContactInfo:
+    chat_id: str
+    name: str
+    avatar_url: str = ""
+
+
+class NotificationStatus(enum.Enum):
+    QUEUED = "queued"
+    DEAD = "dead"
+
+
+@dataclass(frozen=True)
+class Notification:
+    """A queued notification. `receipt_id` only grows; `body` is the JSON object sent to clients."""
+
+    receipt_id: int
+    instance_id: int
+    body: Mapping[str, Any]
+    status: NotificationStatus
+    created_at: datetime
+    attempts: int = 0
+    last_error: str = ""
+
+
+@dataclass(frozen=True)
+class AvatarJob:
+    """An acknowledged getAvatarAsync request waiting for its lookup."""
+
+    id: int
+    instance_id: int
+    chat_id: str
+    created_at: datetime
+
+
+class PrivacyLevel(enum.StrEnum):
+    EVERYONE = "everyone"
+    CONTACTS = "contacts"
+    NOBODY = "nobody"
+
+
+@dataclass(frozen=True)
+class SandboxAccount:
+    """An account of the simulated network. `avatar_digest` names a stored image, if any."""
+
+    phone: str
+    name: str = ""
+    on_whatsapp: bool = True
+    avatar_digest: str | None = None
+    avatar_privacy: PrivacyLevel = PrivacyLevel.EVERYONE
+    contacts: tuple[str, ...] = ()
+    lid: str | None = None
+
+
+@dataclass(frozen=True)
+class SandboxGroup:
+    chat_id: str
+    subject: str = ""
+    avatar_digest: str | None = None
+    participants: tuple[str, ...] = ()
+
+
+class FaultKind(enum.StrEnum):
+    TIMEOUT = "timeout"
+    RATE_LIMITED = "rate_limited"
+    BAD_REQUEST = "bad_request"
+
+
+@dataclass(frozen=True)
+class SandboxFault:
+    chat_id: str
+    kind: FaultKind
+
+
+@dataclass(frozen=True)
+class StoredImage:
+    """An image in the avatar file store, addressed by the SHA-256 of its bytes."""
+
+    digest: str
+    content_type: str
+
+    @property
+    def extension(self) -> str:
+        return {"image/jpeg": "jpg", "image/png": "png", "image/webp": "webp"}[self.content_type]
+
+    @property
+    def file_name(self) -> str:
+        return f"{self.digest}.{self.extension}"

@@ -1,0 +1,183 @@
+"""The ports the use cases depend on. Engines, stores and wake-up channels implement them."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from datetime import datetime, timedelta
+from typing import Any, Protocol
+
+from wagate.core.model import (
+    AvatarImage,
+    AvatarJob,
+    AvatarResult,
+    ChatId,
+    Contact,
+    Instance,
+    InstanceSettings,
+    InstanceState,
+    Notification,
+    NotificationStatus,
+    SandboxAccount,
+    SandboxFault,
+    SandboxGroup,
+    StoredImage,
+)
+
+
+class Engine(Protocol):
+    """The adapter that talks to WhatsApp (or a simulation of it) for one kind of instance.
+
+    Expected outcomes are values: an avatar that is hidden, missing or rate limited is an
+    `AvatarResult`, never an exception. An engine may take as long as WhatsApp does; the caller
+    bounds every call with its own timeout and cancels it, so engines must be cancellation-safe.
+    """
+
+    name: str
+
+    async def fetch_avatar(self, instance: Instance, chat: ChatId) -> AvatarResult:
+        """Look up the avatar of `chat` as seen by `instance`'s account, with its image bytes."""
+        ...
+
+    async def state(self, instance: Instance) -> InstanceState:
+        """The account's authorization state."""
+        ...
+
+    async def check_whatsapp(self, instance: Instance, phone: str) -> bool:
+        """Whether `phone` has a WhatsApp account."""
+        ...
+
+    async def contacts(self, instance: Instance) -> list[Contact]:
+        """The account's contacts and groups."""
+        ...
+
+    async def contact_name(self, instance: Instance, chat: ChatId) -> str | None:
+        """The display name of `chat`, or None if WhatsApp does not know it."""
+        ...
+
+    async def aclose(self) -> None:
+        """Release connections and tasks."""
+        ...
+
+
+class ImageStore(Protocol):
+    """Avatar images, addressed by the SHA-256 of their bytes."""
+
+    async def put(self, image: AvatarImage) -> StoredImage:
+        """Store `image` (a no-op when the same bytes are stored already)."""
+        ...
+
+    async def load(self, digest: str) -> AvatarImage | None:
+        """The image with this digest, or None."""
+        ...
+
+    async def open(self, file_name: str) -> tuple[StoredImage, bytes] | None:
+        """The image behind a served file name `<digest>.<ext>`, or None if unknown."""
+        ...
+
+
+class Store(Protocol):
+    """Durable state. Every method commits before it returns; a method that writes several rows
+    does so in one transaction."""
+
+    async def aclose(self) -> None: ...
+
+    # -- metadata shared between the server and CLI processes --------------------------------
+    async def get_meta(self, key: str) -> str | None: ...
+    async def set_meta(self, key: str, value: str) -> None: ...
+
+    # -- instances ----------------------------------------------------------------------------
+    async def create_instance(self, instance: Instance) -> None:
+        """Insert a new instance. Raises `InstanceConflict` if its id or phone is taken."""
+        ...
+
+    async def get_instance(self, instance_id: int) -> Instance | None: ...
+    async def get_instance_by_phone(self, phone: str) -> Instance | None: ...
+    async def list_instances(self) -> list[Instance]: ...
+
+    async def delete_instance(self, instance_id: int) -> bool:
+        """Delete the instance with its jobs and notifications. False if it did not exist."""
+        ...
+
+    async def update_instance(
+        self,
+        instance_id: int,
+        *,
+        api_token: str | None = None,
+        webhook_signing_secret: str | None = None,
+        state: InstanceState | None = None,
+        settings: InstanceSettings | None = None,
+    ) -> Instance | None:
+        """Change the given fields; returns the updated instance, or None if it does not exist."""
+        ...
+
+    # -- sandbox world ------------------------------------------------------------------------
+    async def merge_sandbox_world(
+        self,
+        accounts: Sequence[SandboxAccount],
+        groups: Sequence[SandboxGroup],
+        faults: Sequence[SandboxFault],
+    ) -> None:
+        """Insert or replace accounts by phone, groups by chat id and faults by chat id."""
+        ...
+
+    async def get_sandbox_account(self, phone: str) -> SandboxAccount | None: ...
+    async def get_sandbox_account_by_lid(self, lid: str) -> SandboxAccount | None: ...
+    async def get_sandbox_group(self, chat_id: str) -> SandboxGroup | None: ...
+    async def get_sandbox_fault(self, chat_id: str) -> SandboxFault | None: ...
+    async def list_sandbox_accounts(self) -> list[SandboxAccount]: ...
+    async def list_sandbox_groups(self) -> list[SandboxGroup]: ...
+
+    # -- avatar jobs --------------------------------------------------------------------------
+    async def enqueue_avatar_job(self, instance_id: int, chat_id: str) -> AvatarJob:
+        """Record an accepted getAvatarAsync request durably."""
+        ...
+
+    async def claim_avatar_jobs(self, limit: int, lease: timedelta) -> list[AvatarJob]:
+        """Claim up to `limit` jobs: per instance, the oldest job, and only for instances with no
+        live claim, so that an instance's jobs run one at a time in order. A claim whose lease
+        has expired (its worker died) can be claimed again."""
+        ...
+
+    async def complete_avatar_job(
+        self, job: AvatarJob, notification_body: Mapping[str, Any]
+    ) -> Notification:
+        """In one transaction: remove the job and queue its notification."""
+        ...
+
+    async def count_avatar_jobs(self, instance_id: int | None = None) -> int: ...
+
+    # -- notifications ------------------------------------------------------------------------
+    async def head_notification(self, instance_id: int) -> Notification | None:
+        """The oldest queued notification of the instance."""
+        ...
+
+    async def delete_notification(self, instance_id: int, receipt_id: int) -> bool: ...
+    async def count_notifications(self, instance_id: int) -> int: ...
+    async def clear_notifications(self, instance_id: int) -> int: ...
+
+    async def dead_letter_expired(self, created_before: datetime) -> int:
+        """Move queued notifications created before the cutoff to the dead letters."""
+        ...
+
+    async def list_notifications(
+        self, instance_id: int, status: NotificationStatus, limit: int = 100
+    ) -> list[Notification]: ...
+
+    async def replay_dead(self, instance_id: int, receipt_ids: Sequence[int] | None = None) -> int:
+        """Queue dead notifications again (all of the instance's, or those named) at the tail,
+        under new receipt ids; returns how many were queued."""
+        ...
+
+
+class WakeUps(Protocol):
+    """Shortens waits: a long poll or a worker wakes when new work may be there.
+
+    A wake-up is only a hint; whoever waits re-reads the store, and polls it anyway, so a lost
+    wake-up costs latency, never data.
+    """
+
+    async def notification_added(self, instance_id: int) -> None: ...
+    async def wait_notification(self, instance_id: int, timeout_s: float) -> None: ...
+    async def job_added(self) -> None: ...
+    async def wait_job(self, timeout_s: float) -> None: ...
+    async def aclose(self) -> None: ...
