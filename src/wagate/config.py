@@ -122,7 +122,7 @@ def _bool(env: Mapping[str, str], name: str, default: bool) -> bool:
 
 
 def settings_from_env(env: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
-    """Build Settings from `WAGATE_*` variables; keyword overrides (from CLI flags) win when not None.
+    """Build Settings from `WAGATE_*` variables; keyword overrides (CLI flags) win unless None.
 
     Flags that click already reads from the environment (host, port, data dir, database URL,
     public URL) arrive as overrides; the rest are read here.

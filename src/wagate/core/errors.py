@@ -1,19 +1,19 @@
 """wagate's error hierarchy. No HTTP here: `wagate.http.errors` maps these classes to status codes.
 
-    WagateError                  unexpected failure
-    ├── BadRequestData           malformed chatId or request data ("bad request data")
-    ├── ValidationFailed         the body breaks the method's schema
-    ├── InvalidJsonBody          the body is not JSON
-    ├── BodyTooLarge             the body is over the size limit
-    ├── InvalidPathParameter     a path parameter is malformed (idInstance, receiptId)
-    ├── UnknownMethod            no such GREEN-API method
-    ├── UnknownInstance          no instance has this idInstance
-    ├── InvalidToken             the apiTokenInstance (or partner token) is wrong
-    ├── RateLimited              the per-instance, per-method budget is spent
-    ├── InstanceNotAuthorized    the instance's state forbids the call
-    ├── PushModeActive           receiveNotification while webhookUrl is set
-    ├── InstanceConflict         an instance for this phone already exists
-    └── WorldFileError           a sandbox world file cannot be loaded
+WagateError                  unexpected failure
+├── BadRequestData           malformed chatId or request data ("bad request data")
+├── ValidationFailed         the body breaks the method's schema
+├── InvalidJsonBody          the body is not JSON
+├── BodyTooLarge             the body is over the size limit
+├── InvalidPathParameter     a path parameter is malformed (idInstance, receiptId)
+├── UnknownMethod            no such GREEN-API method
+├── UnknownInstance          no instance has this idInstance
+├── InvalidToken             the apiTokenInstance (or partner token) is wrong
+├── RateLimited              the per-instance, per-method budget is spent
+├── InstanceNotAuthorized    the instance's state forbids the call
+├── PushModeActive           receiveNotification while webhookUrl is set
+├── InstanceConflict         an instance for this phone already exists
+└── WorldFileError           a sandbox world file cannot be loaded
 """
 
 from __future__ import annotations

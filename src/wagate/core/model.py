@@ -133,7 +133,7 @@ class AvatarResult:
 
 @dataclass(frozen=True)
 class AvatarLookup:
-    """An avatar result after its image was stored: what the HTTP edge folds into the wire fields."""
+    """An avatar result once its image is stored: what the edge folds into the wire fields."""
 
     status: AvatarStatus
     url: str = ""
@@ -169,6 +169,9 @@ class Notification:
     created_at: datetime
     attempts: int = 0
     last_error: str = ""
+    # Set once when the notification is queued and kept by replays: the Standard Webhooks
+    # `webhook-id` receivers dedupe pushes on.
+    webhook_id: str = ""
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,147 @@
+"""The only place that turns Settings into a store, engines, services and workers."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import secrets
+from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack, asynccontextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import anyio
+
+from wagate.config import Settings
+from wagate.core.avatars import AvatarService
+from wagate.core.instances import InstanceService
+from wagate.core.notifications import NotificationService
+from wagate.core.ports import Engine, Store
+from wagate.core.rate_limits import RateLimiter
+from wagate.core.wakeups import LocalWakeUps
+from wagate.engines.sandbox import SandboxEngine
+from wagate.stores import migrate, open_store
+from wagate.stores.files import FileImageStore
+from wagate.workers.avatar_jobs import AvatarJobWorker
+from wagate.workers.retention import RetentionWorker
+
+logger = logging.getLogger(__name__)
+
+PARTNER_TOKEN_FILE = "partner-token"  # noqa: S105 - a file name, not a secret
+
+
+@dataclass
+class Runtime:
+    """Everything a process needs, opened together and closed together."""
+
+    settings: Settings
+    store: Store
+    images: FileImageStore
+    engines: dict[str, Engine]
+    wakeups: LocalWakeUps
+    instances: InstanceService
+    avatars: AvatarService
+    notifications: NotificationService
+    rate_limiter: RateLimiter
+    partner_token: str
+    public_url: str = ""
+    tasks: list[asyncio.Task[None]] = field(default_factory=list)
+
+
+def _read_or_create_partner_token(data_dir: Path) -> str:
+    path = data_dir / PARTNER_TOKEN_FILE
+    if path.exists():
+        return path.read_text().strip()
+    token = secrets.token_hex(25)
+    # Created with owner-only permissions: the token can create and delete instances.
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as handle:
+        handle.write(token + "\n")
+    return token
+
+
+@asynccontextmanager
+async def open_runtime(
+    settings: Settings, *, apply_migrations: bool = True
+) -> AsyncIterator[Runtime]:
+    """Open the store and build the services. Migrations run first unless told not to."""
+    await anyio.to_thread.run_sync(lambda: settings.data_dir.mkdir(parents=True, exist_ok=True))
+    if apply_migrations:
+        await anyio.to_thread.run_sync(migrate, settings.effective_database_url)
+    partner_token = settings.partner_token or await anyio.to_thread.run_sync(
+        _read_or_create_partner_token, settings.data_dir
+    )
+    async with AsyncExitStack() as stack:
+        store = await stack.enter_async_context(open_store(settings.effective_database_url))
+        images = FileImageStore(settings.data_dir / "avatars")
+        wakeups = LocalWakeUps()
+        stack.push_async_callback(wakeups.aclose)
+        sandbox = SandboxEngine(store, images)
+        stack.push_async_callback(sandbox.aclose)
+        engines: dict[str, Engine] = {sandbox.name: sandbox}
+        runtime: Runtime
+        avatars = AvatarService(
+            store,
+            engines,
+            images,
+            wakeups,
+            public_url=lambda: runtime.public_url,
+            timeout_s=settings.avatar_timeout_s,
+        )
+        runtime = Runtime(
+            settings=settings,
+            store=store,
+            images=images,
+            engines=engines,
+            wakeups=wakeups,
+            instances=InstanceService(store),
+            avatars=avatars,
+            notifications=NotificationService(store, wakeups, settings.poll_interval_s),
+            rate_limiter=RateLimiter(enabled=settings.rate_limits_enabled),
+            partner_token=partner_token,
+        )
+        runtime.public_url = await store.get_meta("public_url") or settings.effective_public_url
+        yield runtime
+
+
+@asynccontextmanager
+async def run_workers(runtime: Runtime) -> AsyncIterator[None]:
+    """Run the background loops while the block runs; cancel and await them after it."""
+    settings = runtime.settings
+    workers = {
+        "avatar-jobs": AvatarJobWorker(
+            runtime.store,
+            runtime.avatars,
+            runtime.wakeups,
+            concurrency=settings.avatar_workers,
+            poll_interval_s=settings.poll_interval_s,
+            phone_digits=settings.phone_digits,
+        ).run(),
+        "retention": RetentionWorker(
+            runtime.notifications, settings.notification_retention_s
+        ).run(),
+    }
+    tasks = [asyncio.create_task(coro, name=name) for name, coro in workers.items()]
+    runtime.tasks.extend(tasks)
+    for task in tasks:
+        task.add_done_callback(_report_dead_worker)
+    try:
+        yield
+    finally:
+        for task in tasks:
+            task.remove_done_callback(_report_dead_worker)
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        runtime.tasks.clear()
+
+
+def _report_dead_worker(task: asyncio.Task[None]) -> None:
+    # Worker loops catch per-iteration errors; one that still ends is a bug worth shouting about.
+    if not task.cancelled():
+        logger.critical(
+            "worker %s stopped",
+            task.get_name(),
+            exc_info=task.exception(),
+            extra={"action": "worker_died"},
+        )

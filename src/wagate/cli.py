@@ -1,0 +1,481 @@
+"""The `wagate` command: serve, migrate, instance, sandbox, notifications."""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import json
+import logging
+import sys
+from collections.abc import Callable, Coroutine
+from pathlib import Path
+from typing import Any, TypeVar
+
+import click
+
+from wagate import __version__
+from wagate.bootstrap import Runtime, open_runtime
+from wagate.config import ConfigError, Settings, settings_from_env
+from wagate.core.errors import WagateError
+from wagate.core.model import Instance, InstanceState, NotificationStatus
+from wagate.engines.sandbox_world import load_world_file, write_demo_world
+
+T = TypeVar("T")
+F = TypeVar("F", bound=Callable[..., Any])
+
+DEMO_PHONE = "11001234567"
+
+
+def _storage_options(func: F) -> F:
+    """--data-dir and --database-url, which every command takes."""
+    func = click.option(
+        "--database-url",
+        envvar="WAGATE_DATABASE_URL",
+        show_envvar=True,
+        default=None,
+        help="postgresql://... or sqlite:///path; default: SQLite in the data directory.",
+    )(func)
+    func = click.option(
+        "--data-dir",
+        envvar="WAGATE_DATA_DIR",
+        show_envvar=True,
+        type=click.Path(file_okay=False, path_type=Path),
+        default=Path("./wagate-data"),
+        show_default=True,
+        help="Where the SQLite database, avatar images and the partner token live.",
+    )(func)
+    return func
+
+
+def _settings(**overrides: Any) -> Settings:
+    try:
+        return settings_from_env(**overrides)
+    except ConfigError as exc:
+        raise click.UsageError(str(exc)) from exc
+
+
+def _run(coro: Coroutine[Any, Any, T]) -> T:
+    """Run a use case; a WagateError becomes a one-line message and exit status 1."""
+    verbose = click.get_current_context().find_root().params.get("verbose", False)
+    try:
+        return asyncio.run(coro)
+    except WagateError as exc:
+        if verbose:
+            raise
+        click.echo(f"error: {exc.message}", err=True)
+        sys.exit(1)
+
+
+def _with_runtime(
+    settings: Settings, action: Callable[[Runtime], Coroutine[Any, Any, T]]
+) -> Coroutine[Any, Any, T]:
+    async def run() -> T:
+        async with open_runtime(settings) as runtime:
+            return await action(runtime)
+
+    return run()
+
+
+def _credentials(runtime: Runtime, instance: Instance) -> dict[str, Any]:
+    return {
+        "idInstance": instance.id,
+        "apiTokenInstance": instance.api_token,
+        "apiUrl": runtime.public_url,
+        "mediaUrl": runtime.public_url,
+    }
+
+
+def _details(runtime: Runtime, instance: Instance) -> dict[str, Any]:
+    return {
+        **_credentials(runtime, instance),
+        "engine": instance.engine,
+        "phone": instance.phone,
+        "stateInstance": instance.state.value,
+        "webhookSigningSecret": instance.webhook_signing_secret,
+    }
+
+
+def _echo_json(value: Any) -> None:
+    click.echo(json.dumps(value, indent=2, ensure_ascii=False))
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("-v", "--verbose", is_flag=True, help="Show tracebacks of errors.")
+@click.version_option(__version__, prog_name="wagate")
+def main(verbose: bool) -> None:
+    """wagate: a self-hosted, GREEN-API-compatible WhatsApp gateway."""
+
+
+# -- serve / migrate ------------------------------------------------------------------------
+
+
+@main.command()
+@click.option(
+    "--host",
+    envvar="WAGATE_HOST",
+    show_envvar=True,
+    default="127.0.0.1",
+    show_default=True,
+    help="Address to listen on.",
+)
+@click.option(
+    "--port",
+    envvar="WAGATE_PORT",
+    show_envvar=True,
+    type=int,
+    default=8080,
+    show_default=True,
+    help="Port to listen on.",
+)
+@click.option(
+    "--public-url",
+    envvar="WAGATE_PUBLIC_URL",
+    show_envvar=True,
+    default=None,
+    help="Base URL clients use to reach wagate (apiUrl, avatar links); default http://HOST:PORT.",
+)
+@click.option(
+    "--demo/--no-demo",
+    envvar="WAGATE_DEMO",
+    show_envvar=True,
+    default=True,
+    show_default=True,
+    help="With no instance yet, create a demo sandbox world and instance and print "
+    "its credentials.",
+)
+@_storage_options
+def serve(
+    host: str,
+    port: int,
+    public_url: str | None,
+    demo: bool,
+    data_dir: Path,
+    database_url: str | None,
+) -> None:
+    """Run the HTTP server with its workers (migrates the database first)."""
+    import uvicorn
+
+    from wagate.http import create_app
+
+    settings = _settings(
+        host=host, port=port, public_url=public_url, data_dir=data_dir, database_url=database_url
+    )
+    logging.basicConfig(
+        level=settings.log_level,
+        format="%(asctime)s %(levelname)s %(name)s %(message)s",
+    )
+    _run(_with_runtime(settings, functools.partial(_prepare_serve, demo=demo)))
+    uvicorn.run(
+        create_app(settings),
+        host=settings.host,
+        port=settings.port,
+        log_config=None,
+        access_log=False,  # wagate.access logs requests with the token redacted
+        server_header=False,
+    )
+
+
+async def _prepare_serve(runtime: Runtime, *, demo: bool) -> None:
+    runtime.public_url = runtime.settings.effective_public_url
+    await runtime.store.set_meta("public_url", runtime.public_url)
+    instances = await runtime.instances.list()
+    if demo and not instances:
+        world = await asyncio.to_thread(write_demo_world, runtime.settings.data_dir / "demo-world")
+        await load_world_file(world, runtime.store, runtime.images, runtime.settings.phone_digits)
+        instance = await runtime.instances.create(phone=DEMO_PHONE)
+        await runtime.store.set_meta("demo_instance", str(instance.id))
+        _print_demo(runtime, instance, world)
+    elif demo:
+        demo_id = await runtime.store.get_meta("demo_instance")
+        instance = await runtime.store.get_instance(int(demo_id)) if demo_id else None
+        if instance is not None:
+            _print_demo(runtime, instance, None)
+        else:
+            click.echo(f"wagate: {len(instances)} instance(s); `wagate instance list` shows them")
+
+
+def _print_demo(runtime: Runtime, instance: Instance, world: Path | None) -> None:
+    url = f"{runtime.public_url}/waInstance{instance.id}/getAvatarAsync/{instance.api_token}"
+    if world is not None:
+        click.echo(f"wagate: created a demo sandbox world ({world}) and instance")
+    click.echo(
+        "\n".join(
+            [
+                f"  idInstance:       {instance.id}",
+                f"  apiTokenInstance: {instance.api_token}",
+                f"  apiUrl:           {runtime.public_url}",
+                "Ask for Bob's avatar, then poll for the avatarInfo notification:",
+                f"  curl -X POST '{url}' -H 'Content-Type: application/json' "
+                '-d \'{"chatId": "11001234568@c.us"}\'',
+                f"  curl '{runtime.public_url}/waInstance{instance.id}/receiveNotification/"
+                f"{instance.api_token}'",
+            ]
+        )
+    )
+
+
+@main.command()
+@_storage_options
+def migrate(data_dir: Path, database_url: str | None) -> None:
+    """Create or upgrade the database schema."""
+    settings = _settings(data_dir=data_dir, database_url=database_url)
+
+    async def action(runtime: Runtime) -> None:
+        click.echo("database is up to date")
+
+    _run(_with_runtime(settings, action))
+
+
+# -- instance -------------------------------------------------------------------------------
+
+
+@main.group()
+def instance() -> None:
+    """Create, list, show, delete instances and change their credentials or state."""
+
+
+def _json_flag(func: F) -> F:
+    return click.option("--json", "as_json", is_flag=True, help="Print JSON.")(func)
+
+
+@instance.command("create")
+@click.option("--phone", default=None, help="Sandbox account number (digits); default: a free one.")
+@click.option("--engine", type=click.Choice(["sandbox"]), default="sandbox", show_default=True)
+@_json_flag
+@_storage_options
+def instance_create(
+    phone: str | None, engine: str, as_json: bool, data_dir: Path, database_url: str | None
+) -> None:
+    """Create an instance with fresh credentials."""
+    settings = _settings(data_dir=data_dir, database_url=database_url)
+
+    async def action(runtime: Runtime) -> dict[str, Any]:
+        return _credentials(runtime, await runtime.instances.create(phone=phone, engine=engine))
+
+    created = _run(_with_runtime(settings, action))
+    if as_json:
+        _echo_json(created)
+    else:
+        for key, value in created.items():
+            click.echo(f"{key}: {value}")
+
+
+@instance.command("list")
+@_json_flag
+@_storage_options
+def instance_list(as_json: bool, data_dir: Path, database_url: str | None) -> None:
+    """List instances (without their tokens)."""
+    settings = _settings(data_dir=data_dir, database_url=database_url)
+
+    async def action(runtime: Runtime) -> list[dict[str, Any]]:
+        return [
+            {
+                "idInstance": i.id,
+                "phone": i.phone,
+                "engine": i.engine,
+                "stateInstance": i.state.value,
+            }
+            for i in await runtime.instances.list()
+        ]
+
+    rows = _run(_with_runtime(settings, action))
+    if as_json:
+        _echo_json(rows)
+        return
+    for row in rows:
+        click.echo(f"{row['idInstance']}  {row['phone']}  {row['engine']}  {row['stateInstance']}")
+    if not rows:
+        click.echo("no instances")
+
+
+def _instance_id(value: str) -> int:
+    if not value.isdigit():
+        raise click.BadParameter(f"{value!r} is not an idInstance")
+    return int(value)
+
+
+def _id_argument(func: F) -> F:
+    return click.argument("instance_id", metavar="ID", callback=lambda c, p, v: _instance_id(v))(
+        func
+    )
+
+
+@instance.command("show")
+@_id_argument
+@_json_flag
+@_storage_options
+def instance_show(
+    instance_id: int, as_json: bool, data_dir: Path, database_url: str | None
+) -> None:
+    """Show an instance with its credentials and webhook signing secret."""
+    settings = _settings(data_dir=data_dir, database_url=database_url)
+
+    async def action(runtime: Runtime) -> dict[str, Any]:
+        return _details(runtime, await runtime.instances.get(instance_id))
+
+    details = _run(_with_runtime(settings, action))
+    if as_json:
+        _echo_json(details)
+    else:
+        for key, value in details.items():
+            click.echo(f"{key}: {value}")
+
+
+@instance.command("delete")
+@_id_argument
+@_storage_options
+def instance_delete(instance_id: int, data_dir: Path, database_url: str | None) -> None:
+    """Delete an instance with its pending jobs and notifications."""
+    settings = _settings(data_dir=data_dir, database_url=database_url)
+
+    async def action(runtime: Runtime) -> None:
+        await runtime.instances.delete(instance_id)
+
+    _run(_with_runtime(settings, action))
+    click.echo(f"deleted instance {instance_id}")
+
+
+@instance.command("rotate-token")
+@_id_argument
+@_json_flag
+@_storage_options
+def instance_rotate_token(
+    instance_id: int, as_json: bool, data_dir: Path, database_url: str | None
+) -> None:
+    """Issue a new apiTokenInstance; the old one stops working at once."""
+    settings = _settings(data_dir=data_dir, database_url=database_url)
+
+    async def action(runtime: Runtime) -> dict[str, Any]:
+        return _credentials(runtime, await runtime.instances.rotate_token(instance_id))
+
+    created = _run(_with_runtime(settings, action))
+    if as_json:
+        _echo_json(created)
+    else:
+        click.echo(f"apiTokenInstance: {created['apiTokenInstance']}")
+
+
+@instance.command("rotate-signing-secret")
+@_id_argument
+@_storage_options
+def instance_rotate_signing_secret(
+    instance_id: int, data_dir: Path, database_url: str | None
+) -> None:
+    """Issue a new webhook signing secret."""
+    settings = _settings(data_dir=data_dir, database_url=database_url)
+
+    async def action(runtime: Runtime) -> Instance:
+        return await runtime.instances.rotate_signing_secret(instance_id)
+
+    updated = _run(_with_runtime(settings, action))
+    click.echo(f"webhookSigningSecret: {updated.webhook_signing_secret}")
+
+
+@instance.command("state")
+@_id_argument
+@click.argument("state", type=click.Choice([s.value for s in InstanceState]))
+@_storage_options
+def instance_state(instance_id: int, state: str, data_dir: Path, database_url: str | None) -> None:
+    """Set a sandbox instance's state, e.g. notAuthorized to test that error."""
+    settings = _settings(data_dir=data_dir, database_url=database_url)
+
+    async def action(runtime: Runtime) -> None:
+        await runtime.instances.set_state(instance_id, InstanceState(state))
+
+    _run(_with_runtime(settings, action))
+    click.echo(f"instance {instance_id} is {state}")
+
+
+# -- sandbox --------------------------------------------------------------------------------
+
+
+@main.group()
+def sandbox() -> None:
+    """The simulated WhatsApp network behind sandbox instances."""
+
+
+@sandbox.command("load")
+@click.argument("world", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@_storage_options
+def sandbox_load(world: Path, data_dir: Path, database_url: str | None) -> None:
+    """Load or update the world from a YAML file (merged by phone and group chatId)."""
+    settings = _settings(data_dir=data_dir, database_url=database_url)
+
+    async def action(runtime: Runtime) -> Any:
+        return await load_world_file(
+            world, runtime.store, runtime.images, runtime.settings.phone_digits
+        )
+
+    summary = _run(_with_runtime(settings, action))
+    click.echo(f"loaded {world}: {summary}")
+
+
+# -- notifications --------------------------------------------------------------------------
+
+
+@main.group()
+def notifications() -> None:
+    """Inspect queued and dead-lettered notifications; replay dead ones."""
+
+
+@notifications.command("list")
+@_id_argument
+@click.option("--dead", is_flag=True, help="List dead letters instead of the queue.")
+@click.option("--limit", type=click.IntRange(1, 10000), default=100, show_default=True)
+@_json_flag
+@_storage_options
+def notifications_list(
+    instance_id: int,
+    dead: bool,
+    limit: int,
+    as_json: bool,
+    data_dir: Path,
+    database_url: str | None,
+) -> None:
+    """List an instance's queued (or dead) notifications, oldest first."""
+    settings = _settings(data_dir=data_dir, database_url=database_url)
+    status = NotificationStatus.DEAD if dead else NotificationStatus.QUEUED
+
+    async def action(runtime: Runtime) -> list[dict[str, Any]]:
+        await runtime.instances.get(instance_id)
+        return [
+            {
+                "receiptId": n.receipt_id,
+                "status": n.status.value,
+                "createdAt": n.created_at.isoformat(),
+                "attempts": n.attempts,
+                "lastError": n.last_error,
+                "body": n.body,
+            }
+            for n in await runtime.notifications.list(instance_id, status, limit)
+        ]
+
+    rows = _run(_with_runtime(settings, action))
+    if as_json:
+        _echo_json(rows)
+        return
+    for row in rows:
+        click.echo(
+            f"{row['receiptId']}  {row['createdAt']}  {row['body'].get('typeWebhook')}  "
+            f"attempts={row['attempts']}  {row['lastError']}"
+        )
+    if not rows:
+        click.echo("no notifications")
+
+
+@notifications.command("replay")
+@_id_argument
+@click.argument("receipt_ids", nargs=-1, type=int, metavar="[RECEIPT_ID]...")
+@_storage_options
+def notifications_replay(
+    instance_id: int, receipt_ids: tuple[int, ...], data_dir: Path, database_url: str | None
+) -> None:
+    """Queue dead notifications again (all of the instance's, or those named)."""
+    settings = _settings(data_dir=data_dir, database_url=database_url)
+
+    async def action(runtime: Runtime) -> int:
+        await runtime.instances.get(instance_id)
+        return await runtime.notifications.replay(instance_id, list(receipt_ids) or None)
+
+    count = _run(_with_runtime(settings, action))
+    click.echo(f"replayed {count} notification(s)")

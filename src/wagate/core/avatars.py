@@ -1,0 +1,77 @@
+"""Avatar lookups: ask the engine within the timeout, keep the image at a stable URL."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable, Mapping
+
+from wagate.core.errors import InstanceNotAuthorized, WagateError
+from wagate.core.model import AvatarJob, AvatarLookup, AvatarStatus, ChatId, Instance
+from wagate.core.ports import Engine, ImageStore, Store, WakeUps
+
+logger = logging.getLogger(__name__)
+
+
+class AvatarService:
+    """The use cases behind getAvatar (answer now) and getAvatarAsync (accept, answer later).
+
+    `public_url` is asked at every lookup because the server records it after start-up and the
+    CLI reads it from the store.
+    """
+
+    def __init__(
+        self,
+        store: Store,
+        engines: Mapping[str, Engine],
+        images: ImageStore,
+        wakeups: WakeUps,
+        public_url: Callable[[], str],
+        timeout_s: float,
+    ) -> None:
+        self._store = store
+        self._engines = engines
+        self._images = images
+        self._wakeups = wakeups
+        self._public_url = public_url
+        self.timeout_s = timeout_s
+
+    def engine_for(self, instance: Instance) -> Engine:
+        try:
+            return self._engines[instance.engine]
+        except KeyError:
+            raise WagateError(f"engine {instance.engine!r} is not configured") from None
+
+    @staticmethod
+    def require_authorized(instance: Instance) -> None:
+        if not instance.is_authorized:
+            raise InstanceNotAuthorized()
+
+    def url_for(self, file_name: str) -> str:
+        return f"{self._public_url()}/avatars/{file_name}"
+
+    async def lookup(self, instance: Instance, chat: ChatId) -> AvatarLookup:
+        """Ask the engine, bounded by the avatar timeout; store an image that came back.
+
+        Never raises for an outcome WhatsApp can produce: a slow engine is TIMED_OUT.
+        """
+        engine = self.engine_for(instance)
+        try:
+            async with asyncio.timeout(self.timeout_s):
+                result = await engine.fetch_avatar(instance, chat)
+        except TimeoutError:
+            logger.info(
+                "avatar lookup timed out",
+                extra={"action": "avatar_timeout", "instance": instance.id, "chat": str(chat)},
+            )
+            return AvatarLookup(AvatarStatus.TIMED_OUT)
+        if result.image is None:
+            return AvatarLookup(result.status)
+        stored = await self._images.put(result.image)
+        return AvatarLookup(AvatarStatus.AVAILABLE, self.url_for(stored.file_name))
+
+    async def accept(self, instance: Instance, chat: ChatId) -> AvatarJob:
+        """Record a getAvatarAsync request durably; it is answered by the avatar job worker."""
+        job = await self._store.enqueue_avatar_job(instance.id, str(chat))
+        await self._wakeups.job_added()
+        return job

@@ -1,0 +1,154 @@
+"""Instances: creation with fresh credentials, authentication, and changes to them."""
+
+from __future__ import annotations
+
+import base64
+import hmac
+import secrets
+from collections.abc import Callable
+from datetime import UTC, datetime
+
+from wagate.core.errors import (
+    InstanceConflict,
+    InvalidPathParameter,
+    InvalidToken,
+    UnknownInstance,
+    WagateError,
+)
+from wagate.core.model import Instance, InstanceSettings, InstanceState, SandboxAccount
+from wagate.core.ports import Store
+
+ENGINES_AVAILABLE = ("sandbox",)
+_ID_LOW, _ID_HIGH = 1_100_000_000, 1_199_999_999
+# Numbers handed out by `instance create` without --phone; a range real numbers do not use much.
+_FREE_PHONE_PREFIX = "1100"
+
+
+def new_api_token() -> str:
+    """50 lowercase hex characters, the shape GREEN-API tokens have."""
+    return secrets.token_hex(25)
+
+
+def new_signing_secret() -> str:
+    """A Standard Webhooks secret: `whsec_` and base64 of 24 random bytes."""
+    return "whsec_" + base64.b64encode(secrets.token_bytes(24)).decode()
+
+
+def parse_instance_id(text: str) -> int:
+    """The numeric idInstance of a path. Raises `InvalidPathParameter`."""
+    if not text.isascii() or not text.isdigit() or len(text) > 18:
+        raise InvalidPathParameter("Parameter idInstance not an integer")
+    return int(text)
+
+
+class InstanceService:
+    """Creates, authenticates and changes instances."""
+
+    def __init__(self, store: Store, clock: Callable[[], datetime] | None = None) -> None:
+        self._store = store
+        self._clock = clock or (lambda: datetime.now(UTC))
+
+    async def create(
+        self,
+        phone: str | None = None,
+        engine: str = "sandbox",
+        settings: InstanceSettings | None = None,
+    ) -> Instance:
+        """Create an instance for `phone` (a free sandbox number when None).
+
+        A phone absent from the sandbox world joins it as an account with no avatar.
+        Raises `InstanceConflict` when the phone already has an instance.
+        """
+        if engine not in ENGINES_AVAILABLE:
+            raise WagateError(
+                f"engine {engine!r} is not available; choose one of {', '.join(ENGINES_AVAILABLE)}"
+            )
+        if phone is not None and (not phone.isascii() or not phone.isdigit()):
+            raise WagateError(f"phone must be digits only, got {phone!r}")
+        if phone is not None and await self._store.get_instance_by_phone(phone):
+            raise InstanceConflict(f"phone {phone} already has an instance")
+        phone = phone or await self._free_phone()
+        if await self._store.get_sandbox_account(phone) is None:
+            await self._store.merge_sandbox_world([SandboxAccount(phone=phone)], [], [])
+        for _ in range(20):
+            instance = Instance(
+                id=secrets.randbelow(_ID_HIGH - _ID_LOW) + _ID_LOW,
+                api_token=new_api_token(),
+                engine=engine,
+                phone=phone,
+                state=InstanceState.AUTHORIZED,
+                webhook_signing_secret=new_signing_secret(),
+                settings=settings or InstanceSettings(),
+                created_at=self._clock(),
+            )
+            try:
+                await self._store.create_instance(instance)
+            except InstanceConflict:
+                if await self._store.get_instance_by_phone(phone):
+                    raise
+                continue  # the random id was taken: draw another
+            return instance
+        raise WagateError("could not allocate a free idInstance")
+
+    async def _free_phone(self) -> str:
+        taken = {i.phone for i in await self._store.list_instances()}
+        taken |= {a.phone for a in await self._store.list_sandbox_accounts()}
+        for _ in range(1000):
+            candidate = _FREE_PHONE_PREFIX + f"{secrets.randbelow(10**7):07d}"
+            if candidate not in taken:
+                return candidate
+        raise WagateError("no free sandbox phone number left")
+
+    async def get(self, instance_id: int) -> Instance:
+        instance = await self._store.get_instance(instance_id)
+        if instance is None:
+            raise UnknownInstance(f"instance {instance_id} does not exist")
+        return instance
+
+    async def authenticate(self, instance_id: int, api_token: str) -> Instance:
+        """The instance if the token matches. Raises `UnknownInstance` or `InvalidToken`."""
+        instance = await self._store.get_instance(instance_id)
+        if instance is None:
+            raise UnknownInstance()
+        if not hmac.compare_digest(instance.api_token.encode(), api_token.encode()):
+            raise InvalidToken()
+        return instance
+
+    async def list(self) -> list[Instance]:
+        return await self._store.list_instances()
+
+    async def delete(self, instance_id: int) -> None:
+        if not await self._store.delete_instance(instance_id):
+            raise UnknownInstance(f"instance {instance_id} does not exist")
+
+    async def rotate_token(self, instance_id: int) -> Instance:
+        return await self._update(instance_id, api_token=new_api_token())
+
+    async def rotate_signing_secret(self, instance_id: int) -> Instance:
+        return await self._update(instance_id, webhook_signing_secret=new_signing_secret())
+
+    async def set_state(self, instance_id: int, state: InstanceState) -> Instance:
+        return await self._update(instance_id, state=state)
+
+    async def set_settings(self, instance_id: int, settings: InstanceSettings) -> Instance:
+        return await self._update(instance_id, settings=settings)
+
+    async def _update(
+        self,
+        instance_id: int,
+        *,
+        api_token: str | None = None,
+        webhook_signing_secret: str | None = None,
+        state: InstanceState | None = None,
+        settings: InstanceSettings | None = None,
+    ) -> Instance:
+        updated = await self._store.update_instance(
+            instance_id,
+            api_token=api_token,
+            webhook_signing_secret=webhook_signing_secret,
+            state=state,
+            settings=settings,
+        )
+        if updated is None:
+            raise UnknownInstance(f"instance {instance_id} does not exist")
+        return updated

@@ -1,0 +1,46 @@
+"""Per-instance, per-method token buckets (in process memory)."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+from wagate.core.errors import RateLimited
+
+
+@dataclass
+class _Bucket:
+    tokens: float
+    updated: float
+
+
+class RateLimiter:
+    """A bucket per (instance, method), refilled at `per_second` with a burst of the same size.
+
+    `check` raises `RateLimited` carrying how long until the next token. Buckets live in this
+    process: several nodes each enforce the full limit (see docs/deployment for the tolerance).
+    """
+
+    def __init__(self, enabled: bool = True) -> None:
+        self.enabled = enabled
+        self._buckets: dict[tuple[int, str], _Bucket] = {}
+        self._now = time.monotonic
+
+    def check(self, instance_id: int, method: str, per_second: float) -> None:
+        if not self.enabled:
+            return
+        now = self._now()
+        key = (instance_id, method)
+        bucket = self._buckets.get(key)
+        if bucket is None:
+            bucket = self._buckets[key] = _Bucket(tokens=per_second, updated=now)
+        else:
+            bucket.tokens = min(per_second, bucket.tokens + (now - bucket.updated) * per_second)
+            bucket.updated = now
+        if bucket.tokens < 1:
+            raise RateLimited(retry_after_s=(1 - bucket.tokens) / per_second)
+        bucket.tokens -= 1
+
+    def forget(self, instance_id: int) -> None:
+        for key in [k for k in self._buckets if k[0] == instance_id]:
+            del self._buckets[key]

@@ -1,0 +1,42 @@
+"""In-process wake-ups: a long poll or a worker in this process wakes as soon as work appears.
+
+Other processes (the CLI, other nodes) cannot reach these events; waiters re-read the store at
+the poll interval, so their changes are seen after at most that long.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections import defaultdict
+
+
+class LocalWakeUps:
+    def __init__(self) -> None:
+        self._notification_events: defaultdict[int, asyncio.Event] = defaultdict(asyncio.Event)
+        self._job_event = asyncio.Event()
+
+    async def notification_added(self, instance_id: int) -> None:
+        event = self._notification_events.pop(instance_id, None)
+        if event is not None:
+            event.set()
+
+    async def wait_notification(self, instance_id: int, timeout_s: float) -> None:
+        # Every waiter of an instance shares one event; it is replaced after it fires, so a
+        # wake-up is never consumed by one waiter alone.
+        event = self._notification_events[instance_id]
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(event.wait(), timeout_s)
+
+    async def job_added(self) -> None:
+        self._job_event.set()
+
+    async def wait_job(self, timeout_s: float) -> None:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._job_event.wait(), timeout_s)
+        self._job_event.clear()
+
+    async def aclose(self) -> None:
+        for event in self._notification_events.values():
+            event.set()
+        self._job_event.set()

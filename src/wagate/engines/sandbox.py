@@ -1,0 +1,139 @@
+"""The sandbox engine: a simulated WhatsApp network, described by the world in the store.
+
+Accounts, groups, avatars, privacy settings and faults come from a world file loaded with
+`wagate sandbox load` (see `sandbox_world`). The engine reads the store on every call and caches
+nothing, so a world loaded by the CLI in another process takes effect at once.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import anyio
+
+from wagate.core.model import (
+    AvatarResult,
+    AvatarStatus,
+    ChatId,
+    ChatKind,
+    Contact,
+    FaultKind,
+    Instance,
+    InstanceState,
+    PrivacyLevel,
+    SandboxAccount,
+)
+from wagate.core.ports import ImageStore, Store
+
+logger = logging.getLogger(__name__)
+
+_FAULT_RESULTS = {
+    FaultKind.RATE_LIMITED: AvatarStatus.RATE_LIMITED,
+    FaultKind.BAD_REQUEST: AvatarStatus.BAD_REQUEST,
+}
+
+
+class SandboxEngine:
+    """The `Engine` port over the sandbox world in `store`, with avatar images in `images`.
+
+    Lookups follow WhatsApp's rules as the world describes them:
+    - a fault on the chat id comes first: `timeout` never answers (the caller's timeout cancels
+      the call), `rate_limited` and `bad_request` answer with that status;
+    - a personal or `@lid` chat with no account, or one not on WhatsApp, is NOT_ON_WHATSAPP;
+    - an account's avatar is visible to the account itself, to everyone under `everyone`, to
+      the numbers in its contacts under `contacts`, and to nobody else; HIDDEN wins over NOT_SET,
+      since a hidden avatar cannot be known to be missing;
+    - a known group's avatar is visible to everyone; an unknown group is NOT_ON_WHATSAPP.
+    Store errors propagate.
+    """
+
+    name = "sandbox"
+
+    def __init__(self, store: Store, images: ImageStore) -> None:
+        self._store = store
+        self._images = images
+
+    async def fetch_avatar(self, instance: Instance, chat: ChatId) -> AvatarResult:
+        fault = await self._store.get_sandbox_fault(str(chat))
+        if fault is not None:
+            if fault.kind is FaultKind.TIMEOUT:
+                await anyio.sleep_forever()
+            return AvatarResult(_FAULT_RESULTS[fault.kind])
+        if chat.kind is ChatKind.GROUP:
+            group = await self._store.get_sandbox_group(str(chat))
+            if group is None:
+                return AvatarResult(AvatarStatus.NOT_ON_WHATSAPP)
+            return await self._avatar(group.avatar_digest, chat)
+        account = await self._account(chat)
+        if account is None or not account.on_whatsapp:
+            return AvatarResult(AvatarStatus.NOT_ON_WHATSAPP)
+        if not _may_see(instance, account):
+            return AvatarResult(AvatarStatus.HIDDEN)
+        return await self._avatar(account.avatar_digest, chat)
+
+    async def _account(self, chat: ChatId) -> SandboxAccount | None:
+        if chat.kind is ChatKind.LID:
+            return await self._store.get_sandbox_account_by_lid(chat.user)
+        return await self._store.get_sandbox_account(chat.user)
+
+    async def _avatar(self, digest: str | None, chat: ChatId) -> AvatarResult:
+        if digest is None:
+            return AvatarResult(AvatarStatus.NOT_SET)
+        image = await self._images.load(digest)
+        if image is None:
+            # The world names an image the file store lost (a deleted file, another data dir):
+            # answer as WhatsApp would for no avatar rather than fail every lookup.
+            logger.warning(
+                "sandbox avatar image %s of %s is missing from the image store",
+                digest,
+                chat,
+                extra={"action": "sandbox_image_missing", "digest": digest},
+            )
+            return AvatarResult(AvatarStatus.NOT_SET)
+        return AvatarResult(AvatarStatus.AVAILABLE, image)
+
+    async def state(self, instance: Instance) -> InstanceState:
+        """The state the operator gave the instance (`authorized` unless changed)."""
+        return instance.state
+
+    async def check_whatsapp(self, instance: Instance, phone: str) -> bool:
+        """True iff the world has an account for `phone` that is on WhatsApp."""
+        account = await self._store.get_sandbox_account(phone)
+        return account is not None and account.on_whatsapp
+
+    async def contacts(self, instance: Instance) -> list[Contact]:
+        """The instance account's contacts (named from the world), then its groups."""
+        own = await self._store.get_sandbox_account(instance.phone)
+        found: list[Contact] = []
+        if own is not None and own.contacts:
+            names = {a.phone: a.name for a in await self._store.list_sandbox_accounts()}
+            found += [Contact(f"{p}@c.us", names.get(p, ""), False) for p in own.contacts]
+        found += [
+            Contact(group.chat_id, group.subject, True)
+            for group in await self._store.list_sandbox_groups()
+            if instance.phone in group.participants
+        ]
+        return found
+
+    async def contact_name(self, instance: Instance, chat: ChatId) -> str | None:
+        """The account's name or the group's subject; None if unknown, off WhatsApp or unnamed."""
+        if chat.kind is ChatKind.GROUP:
+            group = await self._store.get_sandbox_group(str(chat))
+            return (group.subject or None) if group is not None else None
+        account = await self._account(chat)
+        if account is None or not account.on_whatsapp:
+            return None
+        return account.name or None
+
+    async def aclose(self) -> None:
+        """Nothing to release: the store and image store belong to the caller."""
+
+
+def _may_see(instance: Instance, account: SandboxAccount) -> bool:
+    if instance.phone == account.phone:
+        return True
+    if account.avatar_privacy is PrivacyLevel.EVERYONE:
+        return True
+    if account.avatar_privacy is PrivacyLevel.CONTACTS:
+        return instance.phone in account.contacts
+    return False

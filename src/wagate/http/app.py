@@ -1,0 +1,53 @@
+"""`create_app(settings)`: the ASGI application, with the runtime and workers in its lifespan."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+
+from wagate import __version__
+from wagate.bootstrap import open_runtime, run_workers
+from wagate.config import Settings
+from wagate.http.errors import install_error_handlers
+from wagate.http.guard import GreenApiGuard
+from wagate.http.metrics import Metrics
+from wagate.http.routes import account, avatars, notifications, ops, partner
+
+DESCRIPTION = """GREEN-API-compatible WhatsApp gateway. Every GREEN-API route has the shape
+`/waInstance{idInstance}/{method}/{apiTokenInstance}`; method names match case-insensitively.
+Errors use the envelope `{statusCode, timestamp, path, message}` with the token redacted."""
+
+
+def create_app(settings: Settings) -> FastAPI:
+    """Build the app. Nothing is opened until its lifespan starts (under uvicorn or a test)."""
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        async with open_runtime(settings) as runtime:
+            runtime.public_url = settings.effective_public_url
+            # The CLI prints apiUrl from here, so both agree on how clients reach this server.
+            await runtime.store.set_meta("public_url", runtime.public_url)
+            app.state.runtime = runtime
+            async with run_workers(runtime):
+                yield
+
+    app = FastAPI(
+        title="wagate",
+        version=__version__,
+        description=DESCRIPTION,
+        lifespan=lifespan,
+        docs_url="/docs",
+        redoc_url=None,
+    )
+    app.state.metrics = Metrics()
+    install_error_handlers(app)
+    for module in (avatars, notifications, account, partner, ops):
+        app.include_router(module.router)
+    app.add_middleware(
+        GreenApiGuard,
+        max_body_bytes=settings.max_body_bytes,
+        metrics=app.state.metrics,
+    )
+    return app

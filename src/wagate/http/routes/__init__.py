@@ -1,0 +1,3 @@
+"""Routers, one per area of the API."""
+
+from __future__ import annotations

@@ -1,0 +1,45 @@
+"""Avatar files, health and metrics."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Header, Path, Request, Response
+from starlette.exceptions import HTTPException
+
+from wagate import __version__
+from wagate.bootstrap import Runtime
+from wagate.http.deps import get_runtime, json_response
+
+router = APIRouter(tags=["operations"])
+RuntimeDep = Annotated[Runtime, Depends(get_runtime)]
+
+
+@router.get("/avatars/{fileName}", summary="An avatar image, content-addressed")
+async def avatar_file(
+    runtime: RuntimeDep,
+    fileName: Annotated[str, Path(description="`<sha256>.<jpg|png|webp>`")],
+    if_none_match: Annotated[str | None, Header()] = None,
+) -> Response:
+    found = await runtime.images.open(fileName)
+    if found is None:
+        raise HTTPException(404)
+    stored, data = found
+    etag = f'"{stored.digest}"'
+    # The URL names the bytes, so they never change: clients may cache them for good.
+    headers = {"ETag": etag, "Cache-Control": "public, max-age=31536000, immutable"}
+    if if_none_match is not None and etag in [t.strip() for t in if_none_match.split(",")]:
+        return Response(status_code=304, headers=headers)
+    return Response(data, media_type=stored.content_type, headers=headers)
+
+
+@router.get("/health", summary="Liveness and database reachability")
+async def health(runtime: RuntimeDep) -> Response:
+    await runtime.store.get_meta("public_url")
+    return json_response({"status": "ok", "version": __version__})
+
+
+@router.get("/metrics", summary="Prometheus metrics")
+async def metrics(request: Request) -> Response:
+    data: bytes = request.app.state.metrics.render()
+    return Response(data, media_type="text/plain; version=0.0.4; charset=utf-8")

@@ -1,0 +1,107 @@
+"""Database URLs and per-connection SQLite settings, shared by the store and the migrator."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import Engine, event
+from sqlalchemy.engine import URL, make_url
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+
+# Writers wait this long for another process's write lock (the CLI, a migration) before failing.
+SQLITE_BUSY_TIMEOUT_MS = 5000
+
+
+def _parse(database_url: str) -> URL:
+    url = make_url(database_url)
+    backend = url.get_backend_name()
+    if backend == "sqlite":
+        if not url.database or url.database == ":memory:":
+            raise ValueError("wagate needs an SQLite file, not an in-memory database")
+    elif backend not in ("postgresql", "postgres"):
+        raise ValueError(f"unsupported database URL scheme: {url.drivername!r}")
+    return url
+
+
+def async_url(database_url: str) -> URL:
+    """`sqlite:///…` → `sqlite+aiosqlite:///…`, `postgresql://…` → `postgresql+psycopg://…`."""
+    url = _parse(database_url)
+    if url.get_backend_name() == "sqlite":
+        return url.set(drivername="sqlite+aiosqlite")
+    return url.set(drivername="postgresql+psycopg")
+
+
+def sync_url(database_url: str) -> URL:
+    """The same database through a blocking driver (stdlib sqlite3, psycopg 3), for Alembic."""
+    url = _parse(database_url)
+    if url.get_backend_name() == "sqlite":
+        return url.set(drivername="sqlite+pysqlite")
+    return url.set(drivername="postgresql+psycopg")
+
+
+def sqlite_path(url: URL) -> Path | None:
+    """The file behind an SQLite URL, or None for PostgreSQL."""
+    if url.get_backend_name() != "sqlite":
+        return None
+    return Path(url.database or "")
+
+
+def _pragmas(dbapi_connection: Any) -> None:
+    cursor = dbapi_connection.cursor()
+    try:
+        cursor.execute(f"PRAGMA busy_timeout = {SQLITE_BUSY_TIMEOUT_MS}")
+        cursor.execute("PRAGMA foreign_keys = ON")
+        # WAL lets readers run while one writer commits. The mode is stored in the file, so this
+        # is a no-op after the first connection.
+        cursor.execute("PRAGMA journal_mode = WAL")
+        # NORMAL in WAL mode syncs the WAL at checkpoints, not at each commit. A commit is still
+        # written to the WAL file (the OS page cache) before COMMIT returns, so a killed process
+        # (kill -9, a crash) loses nothing: the kernel still holds the write and the next open
+        # replays the WAL. Only an OS crash or power loss can drop the last commits, and those
+        # are out of the guarantee wagate gives (SPEC 5: kill -9 and restart).
+        cursor.execute("PRAGMA synchronous = NORMAL")
+    finally:
+        cursor.close()
+
+
+def install_sqlite_hooks(engine: Engine, *, immediate: bool) -> None:
+    """Apply the pragmas on every new connection and take over transaction control.
+
+    With `immediate`, each transaction opens with BEGIN IMMEDIATE: it takes the write lock up
+    front, so two writers queue on busy_timeout instead of one failing on a lock upgrade
+    mid-transaction (SQLITE_BUSY without retry), and a read-then-write (claiming jobs) cannot
+    interleave with another writer. Without it, the driver's default applies: a lone SELECT
+    runs in its own implicit read transaction and needs no BEGIN/COMMIT round trips.
+    """
+
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_connection: Any, _record: Any) -> None:
+        if immediate:
+            # The driver would otherwise open deferred transactions on its own before DML.
+            dbapi_connection.isolation_level = None
+        _pragmas(dbapi_connection)
+
+    if immediate:
+
+        @event.listens_for(engine, "begin")
+        def _on_begin(connection: Any) -> None:
+            connection.exec_driver_sql("BEGIN IMMEDIATE")
+
+
+def create_engines(database_url: str) -> tuple[AsyncEngine, AsyncEngine]:
+    """The writer and reader engines for the store; on PostgreSQL both share one pool."""
+    url = async_url(database_url)
+    if url.get_backend_name() == "sqlite":
+        # One writer connection: SQLite allows one writer at a time anyway, and queueing in the
+        # pool is cheaper than spinning on busy_timeout. Readers use their own connections (WAL).
+        writer = create_async_engine(
+            url, pool_size=1, max_overflow=0, pool_timeout=60, hide_parameters=True
+        )
+        install_sqlite_hooks(writer.sync_engine, immediate=True)
+        reader = create_async_engine(url, pool_size=4, max_overflow=0, hide_parameters=True)
+        install_sqlite_hooks(reader.sync_engine, immediate=False)
+        return writer, reader
+    writer = create_async_engine(url, pool_size=10, max_overflow=10, hide_parameters=True)
+    # Single-statement reads need no BEGIN/ROLLBACK round trips.
+    return writer, writer.execution_options(isolation_level="AUTOCOMMIT")

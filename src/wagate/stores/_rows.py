@@ -1,0 +1,148 @@
+"""Conversions between table rows and the domain values of `wagate.core.model`."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from typing import Any
+
+from sqlalchemy import RowMapping
+
+from wagate.core.model import (
+    AvatarJob,
+    FaultKind,
+    Instance,
+    InstanceSettings,
+    InstanceState,
+    Notification,
+    NotificationStatus,
+    PrivacyLevel,
+    SandboxAccount,
+    SandboxFault,
+    SandboxGroup,
+)
+
+
+def dump_json(value: Any) -> str:
+    return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
+
+
+def settings_to_json(settings: InstanceSettings) -> str:
+    return dump_json(
+        {
+            "webhook_url": settings.webhook_url,
+            "webhook_url_token": settings.webhook_url_token,
+            "delay_send_messages_ms": settings.delay_send_messages_ms,
+            "country_instance": settings.country_instance,
+            "flags": dict(settings.flags),
+        }
+    )
+
+
+_SETTINGS_FIELDS = frozenset(
+    ("webhook_url", "webhook_url_token", "delay_send_messages_ms", "country_instance", "flags")
+)
+
+
+def settings_from_json(raw: str) -> InstanceSettings:
+    # Unknown keys are skipped and missing ones take their defaults, so a row written by a newer
+    # or older release still loads.
+    stored = json.loads(raw)
+    return InstanceSettings().with_changes(
+        {key: value for key, value in stored.items() if key in _SETTINGS_FIELDS}
+    )
+
+
+def instance_values(instance: Instance) -> dict[str, Any]:
+    return {
+        "id": instance.id,
+        "api_token": instance.api_token,
+        "engine": instance.engine,
+        "phone": instance.phone or None,
+        "state": instance.state.value,
+        "webhook_signing_secret": instance.webhook_signing_secret,
+        "settings": settings_to_json(instance.settings),
+        "created_at": instance.created_at,
+    }
+
+
+def instance_from_row(row: RowMapping) -> Instance:
+    return Instance(
+        id=row["id"],
+        api_token=row["api_token"],
+        engine=row["engine"],
+        phone=row["phone"] or "",
+        state=InstanceState(row["state"]),
+        webhook_signing_secret=row["webhook_signing_secret"],
+        settings=settings_from_json(row["settings"]),
+        created_at=row["created_at"],
+    )
+
+
+def account_values(account: SandboxAccount) -> dict[str, Any]:
+    return {
+        "phone": account.phone,
+        "name": account.name,
+        "on_whatsapp": account.on_whatsapp,
+        "avatar_digest": account.avatar_digest,
+        "avatar_privacy": account.avatar_privacy.value,
+        "contacts": dump_json(list(account.contacts)),
+        "lid": account.lid,
+    }
+
+
+def account_from_row(row: RowMapping) -> SandboxAccount:
+    return SandboxAccount(
+        phone=row["phone"],
+        name=row["name"],
+        on_whatsapp=bool(row["on_whatsapp"]),
+        avatar_digest=row["avatar_digest"],
+        avatar_privacy=PrivacyLevel(row["avatar_privacy"]),
+        contacts=tuple(json.loads(row["contacts"])),
+        lid=row["lid"],
+    )
+
+
+def group_values(group: SandboxGroup) -> dict[str, Any]:
+    return {
+        "chat_id": group.chat_id,
+        "subject": group.subject,
+        "avatar_digest": group.avatar_digest,
+        "participants": dump_json(list(group.participants)),
+    }
+
+
+def group_from_row(row: RowMapping) -> SandboxGroup:
+    return SandboxGroup(
+        chat_id=row["chat_id"],
+        subject=row["subject"],
+        avatar_digest=row["avatar_digest"],
+        participants=tuple(json.loads(row["participants"])),
+    )
+
+
+def fault_from_row(row: RowMapping) -> SandboxFault:
+    return SandboxFault(chat_id=row["chat_id"], kind=FaultKind(row["kind"]))
+
+
+def job_from_row(row: RowMapping) -> AvatarJob:
+    return AvatarJob(
+        id=row["id"],
+        instance_id=row["instance_id"],
+        chat_id=row["chat_id"],
+        created_at=row["created_at"],
+    )
+
+
+def notification_from_row(row: RowMapping) -> Notification:
+    body: Mapping[str, Any] = json.loads(row["body"])
+    return Notification(
+        receipt_id=row["receipt_id"],
+        instance_id=row["instance_id"],
+        body=body,
+        status=NotificationStatus(row["status"]),
+        created_at=row["created_at"],
+        attempts=row["attempts"],
+        last_error=row["last_error"],
+        webhook_id=row["webhook_id"],
+    )

@@ -1,0 +1,3 @@
+"""Background loops that run inside the server process: one responsibility each."""
+
+from __future__ import annotations

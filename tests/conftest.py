@@ -1,0 +1,116 @@
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import AsyncIterator, Callable, Iterator
+from pathlib import Path
+
+import psycopg
+import pytest
+from psycopg import sql
+from sqlalchemy.engine import make_url
+
+from wagate.stores import SqlStore, migrate, open_store
+
+# =============================================================================================
+# Store and database fixtures (wagate.stores)
+#
+# `database_url` is a migrated database and `empty_database_url` an empty one, each
+# parametrised over SQLite (a tmp_path file) and PostgreSQL (a fresh database per test, at the
+# server named by WAGATE_TEST_DATABASE_URL). `store` is a `SqlStore` open on `database_url`.
+# PostgreSQL variants carry the `postgres` marker and skip when the variable is unset, unless
+# WAGATE_REQUIRE_POSTGRES=1 turns the skip into a failure.
+# =============================================================================================
+
+# Read at import: other fixtures may clear WAGATE_* from the environment before tests run.
+_POSTGRES_URL = os.environ.get("WAGATE_TEST_DATABASE_URL", "")
+_REQUIRE_POSTGRES = os.environ.get("WAGATE_REQUIRE_POSTGRES", "") == "1"
+_DATABASE_KINDS = ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)]
+
+
+def _postgres_url_for(database: str) -> str:
+    return make_url(_POSTGRES_URL).set(database=database).render_as_string(hide_password=False)
+
+
+def _create_database(name: str, template: str | None = None) -> None:
+    statement = sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name))
+    if template is not None:
+        statement += sql.SQL(" TEMPLATE {}").format(sql.Identifier(template))
+    # CREATE/DROP DATABASE cannot run inside a transaction.
+    with psycopg.connect(_POSTGRES_URL, autocommit=True) as conn:
+        conn.execute(statement)
+
+
+def _drop_database(name: str) -> None:
+    statement = sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
+    with psycopg.connect(_POSTGRES_URL, autocommit=True) as conn:
+        conn.execute(statement)
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> str:
+    """The admin URL of the test PostgreSQL server; skips (or fails) when none is configured."""
+    if not _POSTGRES_URL:
+        reason = "WAGATE_TEST_DATABASE_URL is not set (e.g. postgresql://postgres@127.0.0.1/test)"
+        if _REQUIRE_POSTGRES:
+            pytest.fail(f"WAGATE_REQUIRE_POSTGRES=1 but {reason}")
+        pytest.skip(reason)
+    return _POSTGRES_URL
+
+
+@pytest.fixture(scope="session")
+def postgres_template(postgres_server: str) -> Iterator[str]:
+    """A database migrated once per session, copied by `CREATE DATABASE … TEMPLATE`."""
+    name = f"wagate_test_tpl_{uuid.uuid4().hex[:12]}"
+    _create_database(name)
+    try:
+        migrate(_postgres_url_for(name))
+        yield name
+    finally:
+        _drop_database(name)
+
+
+@pytest.fixture
+def postgres_database(postgres_server: str) -> Iterator[Callable[[str | None], str]]:
+    """Make fresh databases (from a template, or empty with None); all dropped after the test."""
+    made: list[str] = []
+
+    def make(template: str | None) -> str:
+        name = f"wagate_test_{uuid.uuid4().hex[:12]}"
+        _create_database(name, template)
+        made.append(name)
+        return _postgres_url_for(name)
+
+    yield make
+    for name in made:
+        _drop_database(name)
+
+
+@pytest.fixture(params=_DATABASE_KINDS)
+def empty_database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """The sync URL of an empty database, never migrated."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'empty.sqlite3'}"
+    make: Callable[[str | None], str] = request.getfixturevalue("postgres_database")
+    return make(None)
+
+
+@pytest.fixture(params=_DATABASE_KINDS)
+def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """The sync URL of a migrated database with no rows."""
+    if request.param == "sqlite":
+        url = f"sqlite:///{tmp_path / 'wagate.sqlite3'}"
+        migrate(url)
+        return url
+    make: Callable[[str | None], str] = request.getfixturevalue("postgres_database")
+    return make(request.getfixturevalue("postgres_template"))
+
+
+@pytest.fixture
+async def store(database_url: str) -> AsyncIterator[SqlStore]:
+    """A `SqlStore` on `database_url`, closed after the test (needs an anyio test)."""
+    async with open_store(database_url) as opened:
+        yield opened
+
+
+# ============================ end of store and database fixtures =============================

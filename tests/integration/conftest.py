@@ -1,0 +1,66 @@
+"""Fixtures that start the real server on 127.0.0.1 with the demo sandbox world loaded."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from tests.support.live_server import LiveServer
+from wagate.config import Settings
+from wagate.core.model import Instance
+from wagate.engines.sandbox_world import load_world_file, write_demo_world
+
+DEMO_PHONE = "11001234567"
+PARTNER_TOKEN = "p" * 50
+
+
+@dataclass
+class Demo:
+    server: LiveServer
+    instance: Instance
+
+    @property
+    def url(self) -> str:
+        return self.server.url
+
+    def method_url(self, method: str, *extra: str) -> str:
+        parts = [self.url, f"waInstance{self.instance.id}", method, self.instance.api_token, *extra]
+        return "/".join(parts)
+
+
+def make_settings(tmp_path: Path, **overrides: object) -> Settings:
+    base = Settings(
+        data_dir=tmp_path / "data",
+        partner_token=PARTNER_TOKEN,
+        avatar_timeout_s=0.5,
+        poll_interval_s=0.2,
+    )
+    return base.with_overrides(**overrides)
+
+
+def start_demo(settings: Settings) -> Demo:
+    server = LiveServer(settings).start()
+    world = write_demo_world(settings.data_dir / "world")
+
+    async def setup(runtime):  # type: ignore[no-untyped-def]
+        await load_world_file(world, runtime.store, runtime.images, settings.phone_digits)
+        return await runtime.instances.create(phone=DEMO_PHONE)
+
+    return Demo(server, server.call(setup))
+
+
+@pytest.fixture
+def settings(tmp_path: Path) -> Settings:
+    return make_settings(tmp_path)
+
+
+@pytest.fixture
+def demo(settings: Settings) -> Iterator[Demo]:
+    demo = start_demo(settings)
+    try:
+        yield demo
+    finally:
+        demo.server.stop()

@@ -1,0 +1,158 @@
+"""getAvatar and getAvatarAsync end to end against the live server and the demo world."""
+
+from __future__ import annotations
+
+import threading
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.integration.conftest import Demo
+
+BOB, CAROL, DAVE, NOBODY_HOME = "11001234568", "11001234569", "11001234570", "11001234571"
+GROUP = "120363043968066561@g.us"
+
+
+def get_avatar(demo: Demo, chat_id: Any) -> httpx.Response:
+    return httpx.post(demo.method_url("getAvatar"), json={"chatId": chat_id}, timeout=10)
+
+
+def test_visible_avatar_is_served_at_a_stable_url(demo: Demo) -> None:
+    first = get_avatar(demo, f"{BOB}@c.us")
+    assert first.status_code == 200
+    body = first.json()
+    assert body["available"] is True and "reason" not in body
+    assert body["urlAvatar"].startswith(f"{demo.url}/avatars/")
+    assert get_avatar(demo, f"{BOB}@c.us").json()["urlAvatar"] == body["urlAvatar"]
+
+    image = httpx.get(body["urlAvatar"])
+    assert image.status_code == 200
+    assert image.headers["content-type"] in ("image/png", "image/jpeg", "image/webp")
+    extension = body["urlAvatar"].rsplit(".", 1)[1]
+    assert {"png": "image/png", "jpg": "image/jpeg", "webp": "image/webp"}[extension] == (
+        image.headers["content-type"]
+    )
+    etag = image.headers["etag"]
+    assert httpx.get(body["urlAvatar"], headers={"If-None-Match": etag}).status_code == 304
+
+
+@pytest.mark.parametrize(
+    ("chat_id", "expected"),
+    [
+        (f"{DAVE}@c.us", {"urlAvatar": "", "available": True}),
+        (f"{CAROL}@c.us", {"urlAvatar": "", "available": False}),
+        (f"{NOBODY_HOME}@c.us", {"urlAvatar": "", "available": False}),
+        ("11005550000@c.us", {"urlAvatar": "", "available": False}),
+        (
+            "11009999999@c.us",
+            {"urlAvatar": "", "available": False, "reason": "get avatar timeout limit exceeded"},
+        ),
+    ],
+    ids=["not-set", "hidden", "not-on-whatsapp", "unknown-number", "timeout"],
+)
+def test_avatar_outcomes(demo: Demo, chat_id: str, expected: dict[str, Any]) -> None:
+    response = get_avatar(demo, chat_id)
+    assert response.status_code == 200
+    assert response.json() == expected
+
+
+def test_own_and_group_avatars_are_available(demo: Demo) -> None:
+    own = get_avatar(demo, f"{demo.instance.phone}@c.us").json()
+    group = get_avatar(demo, GROUP).json()
+    assert own["available"] and own["urlAvatar"]
+    assert group["available"] and group["urlAvatar"]
+    assert own["urlAvatar"] != group["urlAvatar"]
+
+
+@pytest.mark.parametrize(
+    "chat_id", ["", "123@c.us", "1100123456789@c.us", "11001234568@s.whatsapp.net", " 1@g.us"]
+)
+def test_malformed_chat_id_is_bad_request_data(demo: Demo, chat_id: str) -> None:
+    for method in ("getAvatar", "getAvatarAsync"):
+        response = httpx.post(demo.method_url(method), json={"chatId": chat_id})
+        assert response.status_code == 400
+        assert response.json()["message"] == "bad request data"
+    assert httpx.get(demo.method_url("getWebhooksCount")).json() == {"count": 0}
+
+
+def receive(demo: Demo, timeout_s: int = 5) -> Any:
+    response = httpx.get(
+        demo.method_url("receiveNotification"),
+        params={"receiveTimeout": timeout_s},
+        timeout=timeout_s + 5,
+    )
+    assert response.status_code == 200
+    return response.json()
+
+
+def test_async_request_yields_one_avatar_info_notification(demo: Demo) -> None:
+    response = httpx.post(demo.method_url("getAvatarAsync"), json={"chatId": f"{BOB}@c.us"})
+    assert response.status_code == 200
+    assert response.content == b""
+
+    received = receive(demo, 30)
+    body = received["body"]
+    assert body["typeWebhook"] == "avatarInfo"
+    assert body["instanceData"] == {
+        "idInstance": demo.instance.id,
+        "wid": f"{demo.instance.phone}@c.us",
+        "typeInstance": "whatsapp",
+    }
+    assert isinstance(body["timestamp"], int)
+    assert body["avatarInfo"] == {
+        "chatId": f"{BOB}@c.us",
+        "urlAvatar": get_avatar(demo, f"{BOB}@c.us").json()["urlAvatar"],
+        "available": True,
+    }
+    # The head stays until deleted, then it is gone and nothing else was queued.
+    assert receive(demo)["receiptId"] == received["receiptId"]
+    delete_url = demo.method_url("deleteNotification", str(received["receiptId"]))
+    assert httpx.delete(delete_url).json() == {"result": True}
+    assert httpx.delete(delete_url).json() == {"result": False}
+    assert httpx.get(demo.method_url("getWebhooksCount")).json() == {"count": 0}
+
+
+def test_notifications_keep_request_order_with_failure_reasons(demo: Demo) -> None:
+    chats = ["11009999999@c.us", f"{CAROL}@c.us", GROUP, f"{DAVE}@c.us"]
+    for chat in chats:
+        assert (
+            httpx.post(demo.method_url("getAvatarAsync"), json={"chatId": chat}).status_code == 200
+        )
+    infos = []
+    receipts = []
+    for _ in chats:
+        received = receive(demo, 30)
+        infos.append(received["body"]["avatarInfo"])
+        receipts.append(received["receiptId"])
+        httpx.delete(demo.method_url("deleteNotification", str(received["receiptId"])))
+    assert [i["chatId"] for i in infos] == chats
+    assert receipts == sorted(receipts)
+    assert infos[0]["reason"] == "get avatar timeout limit exceeded"
+    assert infos[1] == {"chatId": chats[1], "urlAvatar": "", "available": False}
+    assert infos[2]["available"] is True and infos[2]["urlAvatar"]
+    assert infos[3] == {"chatId": chats[3], "urlAvatar": "", "available": True}
+
+
+def test_long_poll_wakes_when_a_notification_arrives(demo: Demo) -> None:
+    results: list[Any] = []
+    started = threading.Event()
+
+    def poll() -> None:
+        started.set()
+        results.append(receive(demo, 60))
+
+    poller = threading.Thread(target=poll)
+    poller.start()
+    started.wait()
+    httpx.post(demo.method_url("getAvatarAsync"), json={"chatId": f"{DAVE}@c.us"})
+    # Joined well inside the 60 s receiveTimeout: the poll ended because something arrived.
+    poller.join(20)
+    assert not poller.is_alive()
+    assert results[0]["body"]["avatarInfo"]["chatId"] == f"{DAVE}@c.us"
+
+
+def test_empty_queue_answers_json_null_after_the_timeout(demo: Demo) -> None:
+    response = httpx.get(demo.method_url("receiveNotification"), timeout=15)
+    assert response.status_code == 200
+    assert response.content == b"null"

@@ -1,0 +1,472 @@
+"""The `Store` behaviour suite, run against SQLite and PostgreSQL (`store` in tests/conftest.py)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import anyio
+import pytest
+
+from wagate.core.errors import InstanceConflict, UnknownInstance, WorldFileError
+from wagate.core.model import (
+    AvatarJob,
+    FaultKind,
+    Instance,
+    InstanceSettings,
+    InstanceState,
+    NotificationStatus,
+    PrivacyLevel,
+    SandboxAccount,
+    SandboxFault,
+    SandboxGroup,
+)
+from wagate.core.ports import Store
+from wagate.stores import SqlStore, open_store
+
+pytestmark = pytest.mark.anyio
+
+LONG = timedelta(minutes=5)
+EXPIRED = timedelta(0)  # claimed_until = now: no longer live for any later claim
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+def make_instance(instance_id: int = 1101000001, phone: str = "11001234567") -> Instance:
+    return Instance(
+        id=instance_id,
+        api_token="t" * 50,
+        engine="sandbox",
+        phone=phone,
+        state=InstanceState.AUTHORIZED,
+        webhook_signing_secret="whsec_c2VjcmV0",
+        settings=InstanceSettings(),
+        created_at=datetime(2026, 5, 20, 12, 30, 15, 123456, tzinfo=UTC),
+    )
+
+
+async def queue(store: Store, instance_id: int, n: int) -> list[int]:
+    """Queue n notifications through jobs (the only way in); returns their receipt ids."""
+    ids = []
+    for i in range(n):
+        job = await store.enqueue_avatar_job(instance_id, f"7900000000{i}@c.us")
+        ids.append((await store.complete_avatar_job(job, {"n": i})).receipt_id)
+    return ids
+
+
+def test_sql_store_implements_the_port() -> None:
+    store: Store = SqlStore.__new__(SqlStore)  # mypy checks the protocol here
+    assert isinstance(store, SqlStore)
+
+
+# -- metadata ---------------------------------------------------------------------------------
+
+
+async def test_meta_round_trip(store: SqlStore) -> None:
+    assert await store.get_meta("public_url") is None
+    await store.set_meta("public_url", "http://a")
+    await store.set_meta("public_url", "http://b")
+    assert await store.get_meta("public_url") == "http://b"
+
+
+# -- instances --------------------------------------------------------------------------------
+
+
+async def test_create_and_read_instance(store: SqlStore) -> None:
+    instance = make_instance()
+    await store.create_instance(instance)
+    assert await store.get_instance(instance.id) == instance
+    assert await store.get_instance_by_phone(instance.phone) == instance
+    assert await store.get_instance(1101000002) is None
+    assert await store.get_instance_by_phone("19999999999") is None
+    loaded = await store.get_instance(instance.id)
+    assert loaded is not None
+    assert loaded.created_at.tzinfo is not None
+    assert loaded.created_at.utcoffset() == timedelta(0)
+
+
+async def test_list_instances_in_id_order(store: SqlStore) -> None:
+    await store.create_instance(make_instance(1101000002, "11001234562"))
+    await store.create_instance(make_instance(1101000001, "11001234561"))
+    assert [i.id for i in await store.list_instances()] == [1101000001, 1101000002]
+
+
+async def test_duplicate_id_or_phone_raises_conflict(store: SqlStore) -> None:
+    await store.create_instance(make_instance(1101000001, "11001234567"))
+    with pytest.raises(InstanceConflict, match="1101000001"):
+        await store.create_instance(make_instance(1101000001, "11001234568"))
+    with pytest.raises(InstanceConflict, match="phone"):
+        await store.create_instance(make_instance(1101000002, "11001234567"))
+    assert len(await store.list_instances()) == 1
+
+
+async def test_instances_without_phone_do_not_conflict(store: SqlStore) -> None:
+    await store.create_instance(make_instance(1101000001, ""))
+    await store.create_instance(make_instance(1101000002, ""))
+    assert [i.phone for i in await store.list_instances()] == ["", ""]
+    assert await store.get_instance_by_phone("") is None
+
+
+async def test_settings_round_trip_through_update(store: SqlStore) -> None:
+    instance = make_instance()
+    await store.create_instance(instance)
+    settings = instance.settings.with_changes(
+        {
+            "webhook_url": "https://example.org/hook",
+            "webhook_url_token": "Bearer x",
+            "delay_send_messages_ms": 500,
+            "flags": {"outgoingWebhook": True, "incomingWebhook": False},
+        }
+    )
+    updated = await store.update_instance(instance.id, settings=settings)
+    assert updated is not None
+    assert updated.settings == settings
+    reloaded = await store.get_instance(instance.id)
+    assert reloaded is not None
+    assert reloaded.settings == settings
+    assert dict(reloaded.settings.flags) == {"outgoingWebhook": True, "incomingWebhook": False}
+
+
+async def test_update_instance_fields(store: SqlStore) -> None:
+    instance = make_instance()
+    await store.create_instance(instance)
+    updated = await store.update_instance(
+        instance.id,
+        api_token="n" * 50,
+        webhook_signing_secret="whsec_bmV3",
+        state=InstanceState.BLOCKED,
+    )
+    assert updated == Instance(
+        id=instance.id,
+        api_token="n" * 50,
+        engine=instance.engine,
+        phone=instance.phone,
+        state=InstanceState.BLOCKED,
+        webhook_signing_secret="whsec_bmV3",
+        settings=instance.settings,
+        created_at=instance.created_at,
+    )
+    assert await store.get_instance(instance.id) == updated
+    assert await store.update_instance(instance.id) == updated
+    assert await store.update_instance(1101000009, state=InstanceState.AUTHORIZED) is None
+
+
+async def test_delete_instance_cascades(store: SqlStore) -> None:
+    keep, gone = make_instance(1101000001, "11001234561"), make_instance(1101000002, "11001234562")
+    await store.create_instance(keep)
+    await store.create_instance(gone)
+    for instance in (keep, gone):
+        await queue(store, instance.id, 2)
+        await store.enqueue_avatar_job(instance.id, "79001234567@c.us")
+    [dead] = await queue(store, gone.id, 1)
+    await store.dead_letter_expired(datetime.now(UTC) + timedelta(seconds=1))
+
+    assert await store.delete_instance(gone.id) is True
+    assert await store.delete_instance(gone.id) is False
+    assert await store.get_instance(gone.id) is None
+    assert await store.count_avatar_jobs(gone.id) == 0
+    assert await store.list_notifications(gone.id, NotificationStatus.DEAD) == []
+    assert await store.count_avatar_jobs(keep.id) == 1
+    assert len(await store.list_notifications(keep.id, NotificationStatus.DEAD)) == 2
+    assert dead > 0
+
+
+# -- sandbox world ----------------------------------------------------------------------------
+
+
+async def test_sandbox_world_round_trip(store: SqlStore) -> None:
+    alice = SandboxAccount(
+        phone="79001234567",
+        name="Alice",
+        avatar_digest="a" * 64,
+        avatar_privacy=PrivacyLevel.CONTACTS,
+        contacts=("79001234568", "79001234569"),
+        lid="123456789012",
+    )
+    bob = SandboxAccount(phone="79001234568", on_whatsapp=False)
+    group = SandboxGroup(
+        chat_id="120363000000000001@g.us",
+        subject="Team",
+        avatar_digest="b" * 64,
+        participants=(alice.phone, bob.phone),
+    )
+    fault = SandboxFault(chat_id="79001234570@c.us", kind=FaultKind.TIMEOUT)
+    await store.merge_sandbox_world([bob, alice], [group], [fault])
+
+    assert await store.get_sandbox_account(alice.phone) == alice
+    assert await store.get_sandbox_account_by_lid("123456789012") == alice
+    assert await store.get_sandbox_account_by_lid("999") is None
+    assert await store.get_sandbox_account("79000000000") is None
+    assert await store.get_sandbox_group(group.chat_id) == group
+    assert await store.get_sandbox_group("1@g.us") is None
+    assert await store.get_sandbox_fault(fault.chat_id) == fault
+    assert await store.get_sandbox_fault("1@c.us") is None
+    assert await store.list_sandbox_accounts() == [alice, bob]
+    assert await store.list_sandbox_groups() == [group]
+
+
+async def test_sandbox_merge_replaces_by_key(store: SqlStore) -> None:
+    old = SandboxAccount(phone="79001234567", name="Old", avatar_digest="a" * 64, lid="1234567")
+    other = SandboxAccount(phone="79001234568", name="Other")
+    await store.merge_sandbox_world(
+        [old, other],
+        [SandboxGroup(chat_id="1@g.us", subject="Old")],
+        [SandboxFault(chat_id="x@c.us", kind=FaultKind.TIMEOUT)],
+    )
+    new = SandboxAccount(phone="79001234567", name="New")  # listed without avatar and lid
+    await store.merge_sandbox_world(
+        [new],
+        [SandboxGroup(chat_id="1@g.us", subject="New")],
+        [SandboxFault(chat_id="x@c.us", kind=FaultKind.RATE_LIMITED)],
+    )
+    assert await store.list_sandbox_accounts() == [new, other]
+    assert await store.get_sandbox_account_by_lid("1234567") is None
+    assert await store.list_sandbox_groups() == [SandboxGroup(chat_id="1@g.us", subject="New")]
+    fault = await store.get_sandbox_fault("x@c.us")
+    assert fault is not None
+    assert fault.kind is FaultKind.RATE_LIMITED
+
+
+async def test_sandbox_merge_last_duplicate_wins(store: SqlStore) -> None:
+    first, second = SandboxAccount(phone="7900", name="1"), SandboxAccount(phone="7900", name="2")
+    await store.merge_sandbox_world([first, second], [], [])
+    assert await store.list_sandbox_accounts() == [second]
+
+
+async def test_sandbox_lid_taken_by_another_account(store: SqlStore) -> None:
+    await store.merge_sandbox_world([SandboxAccount(phone="7901", lid="1234567")], [], [])
+    with pytest.raises(WorldFileError):
+        await store.merge_sandbox_world([SandboxAccount(phone="7902", lid="1234567")], [], [])
+    assert [a.phone for a in await store.list_sandbox_accounts()] == ["7901"]
+
+
+# -- avatar jobs ------------------------------------------------------------------------------
+
+
+async def test_enqueue_and_count_jobs(store: SqlStore) -> None:
+    await store.create_instance(make_instance(1101000001, "11001234561"))
+    await store.create_instance(make_instance(1101000002, "11001234562"))
+    first = await store.enqueue_avatar_job(1101000001, "79001234567@c.us")
+    second = await store.enqueue_avatar_job(1101000002, "79001234568@c.us")
+    assert second.id > first.id
+    assert first.chat_id == "79001234567@c.us"
+    assert first.created_at.tzinfo is not None
+    assert await store.count_avatar_jobs() == 2
+    assert await store.count_avatar_jobs(1101000001) == 1
+    assert await store.count_avatar_jobs(1101000009) == 0
+
+
+async def test_enqueue_for_unknown_instance(store: SqlStore) -> None:
+    with pytest.raises(UnknownInstance):
+        await store.enqueue_avatar_job(1101000009, "79001234567@c.us")
+
+
+async def test_claim_one_live_claim_per_instance_oldest_first(store: SqlStore) -> None:
+    await store.create_instance(make_instance(1101000001, "11001234561"))
+    await store.create_instance(make_instance(1101000002, "11001234562"))
+    a1 = await store.enqueue_avatar_job(1101000001, "a1@c.us")
+    b1 = await store.enqueue_avatar_job(1101000002, "b1@c.us")
+    a2 = await store.enqueue_avatar_job(1101000001, "a2@c.us")
+
+    assert await store.claim_avatar_jobs(10, LONG) == [a1, b1]
+    assert await store.claim_avatar_jobs(10, LONG) == []  # both instances have a live claim
+
+    await store.complete_avatar_job(a1, {"n": 1})
+    assert await store.claim_avatar_jobs(10, LONG) == [a2]
+    assert await store.claim_avatar_jobs(10, LONG) == []
+
+
+async def test_claim_limit_takes_the_oldest_queue(store: SqlStore) -> None:
+    await store.create_instance(make_instance(1101000001, "11001234561"))
+    await store.create_instance(make_instance(1101000002, "11001234562"))
+    b1 = await store.enqueue_avatar_job(1101000002, "b1@c.us")
+    a1 = await store.enqueue_avatar_job(1101000001, "a1@c.us")
+    assert await store.claim_avatar_jobs(1, LONG) == [b1]
+    assert await store.claim_avatar_jobs(1, LONG) == [a1]
+    assert await store.claim_avatar_jobs(0, LONG) == []
+
+
+async def test_expired_lease_lets_another_claim_take_over(store: SqlStore) -> None:
+    await store.create_instance(make_instance())
+    first = await store.enqueue_avatar_job(1101000001, "a1@c.us")
+    await store.enqueue_avatar_job(1101000001, "a2@c.us")
+
+    assert await store.claim_avatar_jobs(10, EXPIRED) == [first]  # this worker "dies"
+    await anyio.sleep(0.002)
+    assert await store.claim_avatar_jobs(10, LONG) == [first]  # still the oldest: taken over
+    assert await store.claim_avatar_jobs(10, LONG) == []
+
+    done = await store.complete_avatar_job(first, {"by": "second worker"})
+    with pytest.raises(LookupError):
+        await store.complete_avatar_job(first, {"by": "first worker"})
+    queued = await store.list_notifications(1101000001, NotificationStatus.QUEUED)
+    assert queued == [done]
+
+
+async def test_complete_job_queues_notification_atomically(store: SqlStore) -> None:
+    await store.create_instance(make_instance())
+    jobs = [await store.enqueue_avatar_job(1101000001, f"{i}@c.us") for i in range(3)]
+    body = {"typeWebhook": "avatarInfo", "avatarInfo": {"urlAvatar": "", "available": False}}
+    done = [await store.complete_avatar_job(job, body) for job in jobs]
+
+    assert await store.count_avatar_jobs() == 0
+    assert [n.receipt_id for n in done] == sorted(n.receipt_id for n in done)
+    assert len({n.receipt_id for n in done}) == 3
+    assert all(n.receipt_id > 0 for n in done)
+    first = done[0]
+    assert first.body == body
+    assert first.status is NotificationStatus.QUEUED
+    assert first.instance_id == 1101000001
+    assert first.attempts == 0
+    assert first.last_error == ""
+    assert first.webhook_id.startswith("msg_")
+    assert len({n.webhook_id for n in done}) == 3
+    assert await store.head_notification(1101000001) == first
+
+
+async def test_complete_vanished_job_changes_nothing(store: SqlStore) -> None:
+    await store.create_instance(make_instance())
+    ghost = AvatarJob(
+        id=424242, instance_id=1101000001, chat_id="x@c.us", created_at=datetime.now(UTC)
+    )
+    with pytest.raises(LookupError):
+        await store.complete_avatar_job(ghost, {"n": 1})
+    assert await store.count_notifications(1101000001) == 0
+
+
+async def test_concurrent_claimers_never_share_a_job(database_url: str) -> None:
+    """Two stores (two processes or nodes) claiming at once, each job claimed exactly once."""
+    async with open_store(database_url) as one, open_store(database_url) as two:
+        for n in range(1, 21):
+            await one.create_instance(make_instance(1101000000 + n, f"110012345{n:02d}"))
+            for _ in range(3):
+                await one.enqueue_avatar_job(1101000000 + n, "x@c.us")
+        claimed: list[AvatarJob] = []
+
+        async def worker(store: SqlStore) -> None:
+            while await store.count_avatar_jobs():
+                jobs = await store.claim_avatar_jobs(4, LONG)
+                claimed.extend(jobs)
+                for job in jobs:
+                    await store.complete_avatar_job(job, {"job": job.id})
+                await anyio.sleep(0)
+
+        async with anyio.create_task_group() as tg:
+            for store in (one, two, one, two):
+                tg.start_soon(worker, store)
+
+        assert sorted(job.id for job in claimed) == sorted({job.id for job in claimed})
+        assert len(claimed) == 60
+        for n in range(1, 21):
+            bodies = await one.list_notifications(1101000000 + n, NotificationStatus.QUEUED)
+            jobs = [b.body["job"] for b in bodies]
+            assert jobs == sorted(jobs)  # per-instance order kept
+
+
+# -- notifications ----------------------------------------------------------------------------
+
+
+async def test_head_delete_count_clear(store: SqlStore) -> None:
+    await store.create_instance(make_instance(1101000001, "11001234561"))
+    await store.create_instance(make_instance(1101000002, "11001234562"))
+    assert await store.head_notification(1101000001) is None
+    ids = await queue(store, 1101000001, 3)
+    [other] = await queue(store, 1101000002, 1)
+
+    assert await store.count_notifications(1101000001) == 3
+    head = await store.head_notification(1101000001)
+    assert head is not None
+    assert head.receipt_id == ids[0]
+    assert head.body == {"n": 0}
+
+    assert await store.delete_notification(1101000001, ids[0]) is True
+    assert await store.delete_notification(1101000001, ids[0]) is False
+    assert await store.delete_notification(1101000001, other) is False  # another instance's
+    assert await store.delete_notification(1101000001, 999999) is False
+    head = await store.head_notification(1101000001)
+    assert head is not None
+    assert head.receipt_id == ids[1]
+
+    assert await store.clear_notifications(1101000001) == 2
+    assert await store.count_notifications(1101000001) == 0
+    assert await store.head_notification(1101000001) is None
+    assert await store.count_notifications(1101000002) == 1
+
+
+async def test_receipt_ids_grow_after_deleting_the_newest(store: SqlStore) -> None:
+    await store.create_instance(make_instance())
+    [first] = await queue(store, 1101000001, 1)
+    assert await store.delete_notification(1101000001, first)
+    [second] = await queue(store, 1101000001, 1)
+    assert second > first
+
+
+async def test_dead_letter_expired(store: SqlStore) -> None:
+    await store.create_instance(make_instance())
+    old = await queue(store, 1101000001, 2)
+    cutoff = datetime.now(UTC)
+    await anyio.sleep(0.002)
+    new = await queue(store, 1101000001, 1)
+
+    assert await store.dead_letter_expired(cutoff) == 2
+    assert await store.dead_letter_expired(cutoff) == 0
+    assert await store.count_notifications(1101000001) == 1
+    head = await store.head_notification(1101000001)
+    assert head is not None
+    assert head.receipt_id == new[0]
+    dead = await store.list_notifications(1101000001, NotificationStatus.DEAD)
+    assert [n.receipt_id for n in dead] == old
+    assert all(n.status is NotificationStatus.DEAD for n in dead)
+    # Dead letters are neither deleted by receipt id nor cleared.
+    assert await store.delete_notification(1101000001, old[0]) is False
+    assert await store.clear_notifications(1101000001) == 1
+    assert len(await store.list_notifications(1101000001, NotificationStatus.DEAD)) == 2
+
+
+async def test_list_notifications_order_and_limit(store: SqlStore) -> None:
+    await store.create_instance(make_instance())
+    ids = await queue(store, 1101000001, 5)
+    listed = await store.list_notifications(1101000001, NotificationStatus.QUEUED, limit=3)
+    assert [n.receipt_id for n in listed] == ids[:3]
+    assert [n.body for n in listed] == [{"n": 0}, {"n": 1}, {"n": 2}]
+    assert await store.list_notifications(1101000001, NotificationStatus.DEAD) == []
+
+
+async def test_replay_dead_all(store: SqlStore) -> None:
+    await store.create_instance(make_instance())
+    await queue(store, 1101000001, 3)
+    await store.dead_letter_expired(datetime.now(UTC) + timedelta(seconds=1))
+    [tail] = await queue(store, 1101000001, 1)
+    dead = await store.list_notifications(1101000001, NotificationStatus.DEAD)
+
+    assert await store.replay_dead(1101000001) == 3
+    assert await store.list_notifications(1101000001, NotificationStatus.DEAD) == []
+    queued = await store.list_notifications(1101000001, NotificationStatus.QUEUED)
+    assert queued[0].receipt_id == tail
+    replayed = queued[1:]
+    assert [n.body for n in replayed] == [n.body for n in dead]
+    assert [n.webhook_id for n in replayed] == [n.webhook_id for n in dead]
+    assert all(n.receipt_id > tail for n in replayed)
+    assert [n.receipt_id for n in replayed] == sorted(n.receipt_id for n in replayed)
+    assert all(n.attempts == 0 and n.last_error == "" for n in replayed)
+    assert all(n.status is NotificationStatus.QUEUED for n in replayed)
+    assert await store.replay_dead(1101000001) == 0
+
+
+async def test_replay_dead_named_ids(store: SqlStore) -> None:
+    await store.create_instance(make_instance(1101000001, "11001234561"))
+    await store.create_instance(make_instance(1101000002, "11001234562"))
+    ids = await queue(store, 1101000001, 3)
+    [other] = await queue(store, 1101000002, 1)
+    await store.dead_letter_expired(datetime.now(UTC) + timedelta(seconds=1))
+
+    assert await store.replay_dead(1101000001, [ids[2], 999999, other]) == 1
+    assert await store.replay_dead(1101000001, []) == 0
+    dead = await store.list_notifications(1101000001, NotificationStatus.DEAD)
+    assert [n.receipt_id for n in dead] == ids[:2]
+    [queued] = await store.list_notifications(1101000001, NotificationStatus.QUEUED)
+    assert queued.body == {"n": 2}
+    assert queued.receipt_id > other
+    assert len(await store.list_notifications(1101000002, NotificationStatus.DEAD)) == 1
