@@ -1,3 +1,5 @@
+"""Fixtures shared by every suite."""
+
 from __future__ import annotations
 
 import os
@@ -11,6 +13,15 @@ from psycopg import sql
 from sqlalchemy.engine import make_url
 
 from wagate.stores import SqlStore, migrate, open_store
+
+
+@pytest.fixture(autouse=True)
+def _clean_wagate_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Tests build their own Settings; a WAGATE_* variable of the shell must not leak in."""
+    for name in list(os.environ):
+        if name.startswith("WAGATE_"):
+            monkeypatch.delenv(name)
+
 
 # =============================================================================================
 # Store and database fixtures (wagate.stores)

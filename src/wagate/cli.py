@@ -18,12 +18,11 @@ from wagate.bootstrap import Runtime, open_runtime
 from wagate.config import ConfigError, Settings, settings_from_env
 from wagate.core.errors import WagateError
 from wagate.core.model import Instance, InstanceState, NotificationStatus
-from wagate.engines.sandbox_world import load_world_file, write_demo_world
+from wagate.engines.sandbox_demo import DEMO_PHONE, write_demo_world
+from wagate.engines.sandbox_world import load_world_file
 
 T = TypeVar("T")
 F = TypeVar("F", bound=Callable[..., Any])
-
-DEMO_PHONE = "11001234567"
 
 
 def _storage_options(func: F) -> F:
@@ -187,9 +186,9 @@ async def _prepare_serve(runtime: Runtime, *, demo: bool) -> None:
         _print_demo(runtime, instance, world)
     elif demo:
         demo_id = await runtime.store.get_meta("demo_instance")
-        instance = await runtime.store.get_instance(int(demo_id)) if demo_id else None
-        if instance is not None:
-            _print_demo(runtime, instance, None)
+        existing = await runtime.store.get_instance(int(demo_id)) if demo_id else None
+        if existing is not None:
+            _print_demo(runtime, existing, None)
         else:
             click.echo(f"wagate: {len(instances)} instance(s); `wagate instance list` shows them")
 
@@ -447,7 +446,7 @@ def notifications_list(
                 "lastError": n.last_error,
                 "body": n.body,
             }
-            for n in await runtime.notifications.list(instance_id, status, limit)
+            for n in await runtime.notifications.list_for(instance_id, status, limit)
         ]
 
     rows = _run(_with_runtime(settings, action))

@@ -11,9 +11,9 @@ import pytest
 from tests.support.live_server import LiveServer
 from wagate.config import Settings
 from wagate.core.model import Instance
-from wagate.engines.sandbox_world import load_world_file, write_demo_world
+from wagate.engines.sandbox_demo import DEMO_PHONE, write_demo_world
+from wagate.engines.sandbox_world import load_world_file
 
-DEMO_PHONE = "11001234567"
 PARTNER_TOKEN = "p" * 50
 
 

@@ -30,7 +30,8 @@ from wagate.core.model import (
 )
 from wagate.core.ports import Engine, Store
 from wagate.engines.sandbox import SandboxEngine
-from wagate.engines.sandbox_world import load_world_file, write_demo_world
+from wagate.engines.sandbox_demo import write_demo_world
+from wagate.engines.sandbox_world import load_world_file
 from wagate.stores import migrate, open_store
 from wagate.stores.files import FileImageStore
 from wagate.wire.chat_id import parse_chat_id

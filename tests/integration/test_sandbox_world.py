@@ -12,12 +12,8 @@ from wagate.core.errors import WorldFileError
 from wagate.core.images import solid_jpeg, solid_png
 from wagate.core.model import FaultKind, PrivacyLevel, SandboxAccount, SandboxFault, SandboxGroup
 from wagate.core.ports import Store
-from wagate.engines.sandbox_world import (
-    WorldSummary,
-    demo_world_yaml,
-    load_world_file,
-    write_demo_world,
-)
+from wagate.engines.sandbox_demo import demo_world_yaml, write_demo_world
+from wagate.engines.sandbox_world import WorldSummary, load_world_file
 from wagate.stores import migrate, open_store
 from wagate.stores.files import FileImageStore
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 
 from wagate.core.errors import PushModeActive
@@ -46,12 +47,12 @@ class NotificationService:
     async def clear(self, instance: Instance) -> int:
         return await self._store.clear_notifications(instance.id)
 
-    async def list(
+    async def list_for(
         self, instance_id: int, status: NotificationStatus, limit: int = 100
     ) -> list[Notification]:
         return await self._store.list_notifications(instance_id, status, limit)
 
-    async def replay(self, instance_id: int, receipt_ids: list[int] | None) -> int:
+    async def replay(self, instance_id: int, receipt_ids: Sequence[int] | None) -> int:
         count = await self._store.replay_dead(instance_id, receipt_ids or None)
         if count:
             await self._wakeups.notification_added(instance_id)

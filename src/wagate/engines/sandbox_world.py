@@ -1,16 +1,16 @@
 """The sandbox world file: a YAML description of the simulated WhatsApp network.
 
 Top-level keys `accounts` (phone, lid, name, on_whatsapp, avatar, avatar_privacy, contacts),
-`groups` (chatId, subject, avatar, participants) and `faults` (chatId, kind); `demo_world_yaml()`
-shows every one. Avatar paths are relative to the file. Loading merges into the stored world:
-accounts replace accounts by phone, groups and faults replace theirs by chat id, and an account
-listed without `avatar` has none afterwards.
+`groups` (chatId, subject, avatar, participants) and `faults` (chatId, kind);
+`sandbox_demo.demo_world_yaml()` shows every one. Avatar paths are relative to the file.
+Loading merges into the stored world: accounts replace accounts by phone, groups and faults
+replace theirs by chat id, and an account listed without `avatar` has none afterwards.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any
@@ -30,7 +30,7 @@ from pydantic import (
 from pydantic_core import ErrorDetails
 
 from wagate.core.errors import BadRequestData, WorldFileError
-from wagate.core.images import sniff_content_type, solid_jpeg, solid_png
+from wagate.core.images import sniff_content_type
 from wagate.core.model import (
     AvatarImage,
     FaultKind,
@@ -289,70 +289,3 @@ async def _read_avatar(path: Path, name: str, files: dict[str, tuple[bytes, str]
         return f"file {name} is not a JPEG, PNG or WebP image"
     files[name] = (data, content_type)
     return None
-
-
-# -- the demo world ------------------------------------------------------------------------------
-
-DEMO_PHONE = "11001234567"
-"""The demo instance's own number: Alice's account."""
-
-_DEMO_IMAGES: dict[str, Callable[[], bytes]] = {
-    "alice.png": lambda: solid_png((220, 60, 60)),
-    "bob.jpg": lambda: solid_jpeg((60, 90, 220)),
-    "carol.png": lambda: solid_png((60, 180, 90)),
-    "team.png": lambda: solid_png((240, 200, 40)),
-}
-
-_DEMO_WORLD = """\
-# A small sandbox world: `wagate sandbox load world.yaml` merges it into the simulated network.
-accounts:
-  - phone: "11001234567"          # the demo instance's own account
-    name: Alice
-    avatar: images/alice.png
-    avatar_privacy: contacts      # her contacts see it; she always sees her own
-    contacts: ["11001234568", "11001234569", "11001234570"]
-  - phone: "11001234568"
-    lid: "200123456789012"        # so 200123456789012@lid is Bob too
-    name: Bob
-    avatar: images/bob.jpg
-    avatar_privacy: everyone
-    contacts: ["11001234567"]
-  - phone: "11001234569"
-    name: Carol
-    avatar: images/carol.png
-    avatar_privacy: nobody        # hidden: available false
-  - phone: "11001234570"
-    name: Dave                    # on WhatsApp, no avatar: urlAvatar "" with available true
-  - phone: "11001234571"
-    on_whatsapp: false            # not on WhatsApp: available false
-groups:
-  - chatId: "120363043968066561@g.us"
-    subject: Team
-    avatar: images/team.png
-    participants: ["11001234567", "11001234568", "11001234569"]
-  - chatId: "11001234567-1581234048@g.us"
-    subject: Old friends          # an old-form group id, without an avatar
-    participants: ["11001234567", "11001234570"]
-faults:
-  - chatId: "11009999999@c.us"
-    kind: timeout                 # answers "get avatar timeout limit exceeded"
-"""
-
-
-def demo_world_yaml() -> str:
-    """The demo world file's text; its avatars are the files `write_demo_world` creates."""
-    return _DEMO_WORLD
-
-
-def write_demo_world(directory: Path) -> Path:
-    """Write `world.yaml` and its generated images under `directory`; return the YAML's path.
-
-    Blocking file I/O: call it from a thread in async code. Existing demo files are overwritten;
-    `OSError` propagates.
-    """
-    (directory / "images").mkdir(parents=True, exist_ok=True)
-    for name, draw in _DEMO_IMAGES.items():
-        (directory / "images" / name).write_bytes(draw())
-    world = directory / "world.yaml"
-    world.write_text(_DEMO_WORLD, encoding="utf-8")
-    return world

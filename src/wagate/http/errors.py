@@ -41,7 +41,7 @@ _PUBLIC_MESSAGE: dict[type[errors.WagateError], str] = {
 def status_for(exc: errors.WagateError) -> int:
     for cls in type(exc).__mro__:
         if cls in HTTP_STATUS:
-            return HTTP_STATUS[cls]  # type: ignore[index]  # mro entries are WagateError subclasses here
+            return HTTP_STATUS[cls]
     return 500
 
 

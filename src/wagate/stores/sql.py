@@ -150,14 +150,13 @@ class SqlStore:
             async with self._reader.connect() as conn:
                 revision = (await conn.execute(select(_alembic_version.c.version_num))).scalar()
         except SQLAlchemyError as exc:
-            raise RuntimeError(
-                "the database has no wagate schema (or cannot be read); run `wagate migrate`"
-            ) from exc
+            cause = str(getattr(exc, "orig", None) or exc).splitlines()[0]
+            message = f"cannot read the wagate schema ({cause}); run `wagate migrate`"
+            raise RuntimeError(message) from exc
+        if revision is None:
+            raise RuntimeError("the database has no wagate schema; run `wagate migrate`")
         if await anyio.to_thread.run_sync(is_outdated, revision):
-            raise RuntimeError(
-                f"the database schema (revision {revision}) is older than this wagate; "
-                "run `wagate migrate`"
-            )
+            raise RuntimeError(f"database schema {revision} is outdated; run `wagate migrate`")
 
     # -- metadata ----------------------------------------------------------------------------
 

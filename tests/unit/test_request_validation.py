@@ -1,0 +1,87 @@
+"""Body validation messages and setSettings rules, without a server."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from wagate.core.errors import InvalidJsonBody, ValidationFailed
+from wagate.core.model import InstanceSettings
+from wagate.wire.bodies import validate_body
+from wagate.wire.requests import ChatIdBody, CheckWhatsappBody, SetSettingsBody
+from wagate.wire.settings import FLAG_KEYS, apply_settings
+
+
+def body(value: object) -> bytes:
+    return json.dumps(value).encode()
+
+
+def test_valid_chat_id_body() -> None:
+    assert validate_body(ChatIdBody, body({"chatId": "11001234567@c.us"})).chatId == (
+        "11001234567@c.us"
+    )
+
+
+@pytest.mark.parametrize(
+    ("raw", "details"),
+    [
+        (b"[1]", "'chatId' is required"),
+        (b"null", "'chatId' is required"),
+        (body({}), "'chatId' is required"),
+        (body({"chatId": None}), "'chatId' must be a string"),
+        (body({"chatId": ["x"]}), "'chatId' must be a string"),
+        (body({"chatId": "x", "extra": 1}), "'extra' is not allowed"),
+        (body({"extra": 1}), "'chatId' is required"),
+    ],
+)
+def test_chat_id_body_errors(raw: bytes, details: str) -> None:
+    with pytest.raises(ValidationFailed) as caught:
+        validate_body(ChatIdBody, raw)
+    assert caught.value.message == f"Validation failed. Details: {details}"
+
+
+@pytest.mark.parametrize("raw", [b"", b"{", b"\xff\xfe", b"{'a': 1}"])
+def test_invalid_json(raw: bytes) -> None:
+    with pytest.raises(InvalidJsonBody) as caught:
+        validate_body(ChatIdBody, raw)
+    assert caught.value.message == "Invalid JSON body"
+
+
+def test_phone_number_must_be_an_integer_not_a_bool_or_string() -> None:
+    for value in ("11001234567", True, 1.5):
+        with pytest.raises(ValidationFailed, match="'phoneNumber' must be an integer"):
+            validate_body(CheckWhatsappBody, body({"phoneNumber": value}))
+
+
+def test_set_settings_changes_only_what_is_given() -> None:
+    before = InstanceSettings(flags={"incomingWebhook": True})
+    parsed = validate_body(SetSettingsBody, body({"stateWebhook": "yes", "webhookUrl": ""}))
+    after = apply_settings(before, parsed)
+    assert after.flags == {"incomingWebhook": True, "stateWebhook": True}
+    assert after.webhook_url == ""
+    assert after.delay_send_messages_ms == before.delay_send_messages_ms
+
+
+@pytest.mark.parametrize(
+    ("value", "details"),
+    [
+        ({}, "'value' must have at least 1 key"),
+        ({"keepOnlineStatus": "Yes"}, "'keepOnlineStatus' must be one of 'yes' or 'no'"),
+        ({"webhookUrl": "javascript:alert(1)"}, "'webhookUrl' must be an http or https URL"),
+        ({"webhookUrl": "http://"}, "'webhookUrl' must be an http or https URL"),
+        (
+            {"delaySendMessagesMilliseconds": 86_400_001},
+            "'delaySendMessagesMilliseconds' must be less than or equal to 86400000",
+        ),
+        ({"typeAccount": "x"}, "'typeAccount' is not allowed"),
+    ],
+)
+def test_set_settings_rejects(value: dict[str, object], details: str) -> None:
+    with pytest.raises(ValidationFailed) as caught:
+        apply_settings(InstanceSettings(), validate_body(SetSettingsBody, body(value)))
+    assert caught.value.message == f"Validation failed. Details: {details}"
+
+
+def test_every_flag_is_a_settable_field() -> None:
+    assert set(FLAG_KEYS) <= set(SetSettingsBody.model_fields)
