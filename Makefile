@@ -4,8 +4,11 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 RUN_STAMP := $(VENV)/.run-installed
 DEV_STAMP := $(VENV)/.dev-installed
+# The official FastAPI webhook receiver pins an old FastAPI: it lives in a virtualenv of its own.
+WH2_VENV ?= .venv-wh2
+WH2_STAMP := $(WH2_VENV)/.installed
 
-.PHONY: run test lint format bench clean
+.PHONY: run test lint format clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -19,10 +22,15 @@ $(DEV_STAMP): pyproject.toml | $(BIN)/python
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
 	touch $@ $(RUN_STAMP)
 
+$(WH2_STAMP): tests/receivers/requirements-wh2.txt
+	$(PYTHON) -m venv $(WH2_VENV)
+	$(WH2_VENV)/bin/python -m pip install --quiet -r tests/receivers/requirements-wh2.txt
+	touch $@
+
 run: $(RUN_STAMP)
 	$(BIN)/wagate serve
 
-test: $(DEV_STAMP)
+test: $(DEV_STAMP) $(WH2_STAMP)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 lint: $(DEV_STAMP)
@@ -35,4 +43,4 @@ format: $(DEV_STAMP)
 	$(BIN)/ruff format src tests bench
 
 clean:
-	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache
+	rm -rf $(VENV) $(WH2_VENV) .mypy_cache .ruff_cache .pytest_cache

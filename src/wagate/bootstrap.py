@@ -19,12 +19,16 @@ from wagate.core.instances import InstanceService
 from wagate.core.notifications import NotificationService
 from wagate.core.ports import Engine, Store
 from wagate.core.rate_limits import RateLimiter
+from wagate.core.settings import SettingsService
 from wagate.core.wakeups import LocalWakeUps
+from wagate.core.webhook_policy import WebhookAddressPolicy
 from wagate.engines.sandbox import SandboxEngine
 from wagate.stores import migrate, open_store
 from wagate.stores.files import FileImageStore
 from wagate.workers.avatar_jobs import AvatarJobWorker
+from wagate.workers.delivery import PushDispatcher
 from wagate.workers.retention import RetentionWorker
+from wagate.workers.webhook_sender import HttpWebhookSender, Resolver, resolve_host
 
 logger = logging.getLogger(__name__)
 
@@ -43,6 +47,8 @@ class Runtime:
     instances: InstanceService
     avatars: AvatarService
     notifications: NotificationService
+    settings_service: SettingsService
+    webhooks: HttpWebhookSender
     rate_limiter: RateLimiter
     partner_token: str
     public_url: str = ""
@@ -63,9 +69,10 @@ def _read_or_create_partner_token(data_dir: Path) -> str:
 
 @asynccontextmanager
 async def open_runtime(
-    settings: Settings, *, apply_migrations: bool = True
+    settings: Settings, *, apply_migrations: bool = True, resolver: Resolver = resolve_host
 ) -> AsyncIterator[Runtime]:
-    """Open the store and build the services. Migrations run first unless told not to."""
+    """Open the store and build the services. Migrations run first unless told not to;
+    `resolver` is how webhook hosts are resolved (tests substitute their own DNS)."""
     await anyio.to_thread.run_sync(lambda: settings.data_dir.mkdir(parents=True, exist_ok=True))
     if apply_migrations:
         await anyio.to_thread.run_sync(migrate, settings.effective_database_url)
@@ -80,6 +87,14 @@ async def open_runtime(
         sandbox = SandboxEngine(store, images)
         stack.push_async_callback(sandbox.aclose)
         engines: dict[str, Engine] = {sandbox.name: sandbox}
+        webhooks = HttpWebhookSender(
+            WebhookAddressPolicy(settings.webhook_allow, settings.webhook_deny),
+            timeout_s=settings.webhook_timeout_s,
+            max_connections=settings.webhook_concurrency,
+            resolver=resolver,
+        )
+        stack.push_async_callback(webhooks.aclose)
+        instances = InstanceService(store)
         runtime: Runtime
         avatars = AvatarService(
             store,
@@ -95,9 +110,11 @@ async def open_runtime(
             images=images,
             engines=engines,
             wakeups=wakeups,
-            instances=InstanceService(store),
+            instances=instances,
             avatars=avatars,
             notifications=NotificationService(store, wakeups, settings.poll_interval_s),
+            settings_service=SettingsService(instances, webhooks, wakeups),
+            webhooks=webhooks,
             rate_limiter=RateLimiter(enabled=settings.rate_limits_enabled),
             partner_token=partner_token,
         )
@@ -117,6 +134,15 @@ async def run_workers(runtime: Runtime) -> AsyncIterator[None]:
             concurrency=settings.avatar_workers,
             poll_interval_s=settings.poll_interval_s,
             phone_digits=settings.phone_digits,
+        ).run(),
+        "delivery": PushDispatcher(
+            runtime.store,
+            runtime.webhooks,
+            runtime.wakeups,
+            concurrency=settings.webhook_concurrency,
+            timeout_s=settings.webhook_timeout_s,
+            max_interval_s=settings.webhook_max_interval_s,
+            poll_interval_s=settings.poll_interval_s,
         ).run(),
         "retention": RetentionWorker(
             runtime.notifications, settings.notification_retention_s

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import ipaddress
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
+
+IpNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 
 class ConfigError(ValueError):
@@ -26,6 +29,12 @@ class Settings:
     rate_limits_enabled: bool = True
     phone_digits: tuple[int, int] = (11, 12)
     partner_token: str = ""
+    webhook_timeout_s: float = 30.0
+    webhook_max_interval_s: float = 60.0
+    webhook_allow: tuple[IpNetwork, ...] = ()
+    webhook_deny: tuple[IpNetwork, ...] = ()
+    # Receivers pushed to at once, across instances (each instance has one in flight).
+    webhook_concurrency: int = 64
     # How often waiters re-read the store even without a wake-up: the guarantee behind wake-ups
     # that another process (the CLI, another node) cannot send.
     poll_interval_s: float = 1.0
@@ -93,6 +102,19 @@ def _phone_digits(raw: str | None) -> tuple[int, int]:
     return bounds
 
 
+def _networks(name: str, raw: str | None) -> tuple[IpNetwork, ...]:
+    if not raw or not raw.strip():
+        return ()
+    try:
+        return tuple(
+            ipaddress.ip_network(part.strip(), strict=False)
+            for part in raw.split(",")
+            if part.strip()
+        )
+    except ValueError as exc:
+        raise ConfigError(f"{name} must be a comma-separated list of CIDR ranges: {exc}") from exc
+
+
 def _bool(env: Mapping[str, str], name: str, default: bool) -> bool:
     raw = env.get(name)
     if raw is None or raw == "":
@@ -124,6 +146,11 @@ def settings_from_env(env: Mapping[str, str] | None = None, **overrides: Any) ->
         rate_limits_enabled=_bool(env, "WAGATE_RATE_LIMITS", True),
         phone_digits=_phone_digits(env.get("WAGATE_PHONE_DIGITS")),
         partner_token=env.get("WAGATE_PARTNER_TOKEN", ""),
+        webhook_timeout_s=_float(env, "WAGATE_WEBHOOK_TIMEOUT", 30.0, minimum=0.01),
+        webhook_max_interval_s=_float(env, "WAGATE_WEBHOOK_MAX_INTERVAL", 60.0, minimum=0.01),
+        webhook_allow=_networks("WAGATE_WEBHOOK_ALLOW", env.get("WAGATE_WEBHOOK_ALLOW")),
+        webhook_deny=_networks("WAGATE_WEBHOOK_DENY", env.get("WAGATE_WEBHOOK_DENY")),
+        webhook_concurrency=_int(env, "WAGATE_WEBHOOK_CONCURRENCY", 64, minimum=1),
         poll_interval_s=_float(env, "WAGATE_POLL_INTERVAL", 1.0, minimum=0.01),
         avatar_workers=_int(env, "WAGATE_AVATAR_WORKERS", 8, minimum=1),
         log_level=env.get("WAGATE_LOG_LEVEL", "INFO").upper(),

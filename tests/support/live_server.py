@@ -1,68 +1,39 @@
-"""The real app under uvicorn in a thread, on a socket bound to 127.0.0.1:0."""
+"""The real wagate app under uvicorn in a thread, on 127.0.0.1 with a free port."""
 
 from __future__ import annotations
 
 import asyncio
-import socket
-import threading
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
-import uvicorn
-
+from tests.support.uvicorn_thread import UvicornThread
 from wagate.bootstrap import Runtime
 from wagate.config import Settings
 from wagate.http import create_app
+from wagate.workers.webhook_sender import Resolver, resolve_host
 
 T = TypeVar("T")
-
-
-class _Server(uvicorn.Server):
-    def __init__(self, config: uvicorn.Config) -> None:
-        super().__init__(config)
-        self.ready = threading.Event()
-        self.loop: asyncio.AbstractEventLoop | None = None
-
-    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
-        self.loop = asyncio.get_running_loop()
-        await super().startup(sockets)
-        self.ready.set()
-
-    def install_signal_handlers(self) -> None:  # the test process owns its signals
-        pass
 
 
 class LiveServer:
     """Start with `start()`, stop with `stop()`; `url` is the base URL clients use."""
 
-    def __init__(self, settings: Settings) -> None:
-        self._socket = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        self._socket.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self._socket.bind(("127.0.0.1", 0))
-        self.port: int = self._socket.getsockname()[1]
-        self.url = f"http://127.0.0.1:{self.port}"
+    def __init__(self, settings: Settings, resolver: Resolver = resolve_host) -> None:
+        # The port must be known before the app is built: it is part of the public URL.
+        self._thread = UvicornThread(_Deferred(self))
+        self.port = self._thread.port
+        self.url = self._thread.url
         self.settings = settings.with_overrides(
             host="127.0.0.1", port=self.port, public_url=self.url
         )
-        self.app = create_app(self.settings)
-        config = uvicorn.Config(
-            self.app, log_config=None, access_log=False, lifespan="on", timeout_graceful_shutdown=5
-        )
-        self._server = _Server(config)
-        self._thread = threading.Thread(
-            target=self._server.run, kwargs={"sockets": [self._socket]}, daemon=True
-        )
+        self.app = create_app(self.settings, resolver=resolver)
 
     def start(self) -> LiveServer:
         self._thread.start()
-        if not self._server.ready.wait(30) or not self._server.started:
-            raise RuntimeError("the server did not start")
         return self
 
     def stop(self) -> None:
-        self._server.should_exit = True
-        self._thread.join(30)
-        self._socket.close()
+        self._thread.stop()
 
     @property
     def runtime(self) -> Runtime:
@@ -71,16 +42,24 @@ class LiveServer:
 
     def call(self, action: Callable[[Runtime], Awaitable[T]], timeout_s: float = 30) -> T:
         """Run `action(runtime)` on the server's event loop and return its result."""
-        assert self._server.loop is not None
 
         async def run() -> T:
             return await action(self.runtime)
 
-        future = asyncio.run_coroutine_threadsafe(run(), self._server.loop)
-        return future.result(timeout_s)
+        return asyncio.run_coroutine_threadsafe(run(), self._thread.loop).result(timeout_s)
 
     def __enter__(self) -> LiveServer:
         return self.start()
 
     def __exit__(self, *exc: Any) -> None:
         self.stop()
+
+
+class _Deferred:
+    """An ASGI app that forwards to the server's app, built once the port is known."""
+
+    def __init__(self, server: LiveServer) -> None:
+        self._server = server
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        await self._server.app(scope, receive, send)

@@ -172,6 +172,8 @@ class Notification:
     # Set once when the notification is queued and kept by replays: the Standard Webhooks
     # `webhook-id` receivers dedupe pushes on.
     webhook_id: str = ""
+    # When a failed push may be retried; None if never tried (due at once).
+    next_attempt_at: datetime | None = None
 
 
 @dataclass(frozen=True)
@@ -237,3 +239,21 @@ class StoredImage:
     @property
     def file_name(self) -> str:
         return f"{self.digest}.{self.extension}"
+
+
+@dataclass(frozen=True)
+class DeliveryAttempt:
+    """What one webhook POST came to: a status code, or an error before any answer."""
+
+    status_code: int | None
+    error: str = ""
+    retry_after: str | None = None
+
+    @property
+    def is_delivered(self) -> bool:
+        return self.status_code is not None and 200 <= self.status_code < 300
+
+    def describe(self) -> str:
+        if self.status_code is not None:
+            return f"HTTP {self.status_code}"
+        return self.error

@@ -12,6 +12,7 @@ from wagate.core.model import (
     AvatarResult,
     ChatId,
     Contact,
+    DeliveryAttempt,
     Instance,
     InstanceSettings,
     InstanceState,
@@ -168,6 +169,69 @@ class Store(Protocol):
         under new receipt ids; returns how many were queued."""
         ...
 
+    # -- push delivery ------------------------------------------------------------------------
+    # An instance whose webhook URL is set has one delivery lane: whoever holds its lease pushes
+    # its queued notifications in receipt id order, one in flight. Leases are not owned by a
+    # token: a holder renews well before expiry and stops using a lane whose lease it let lapse.
+
+    async def claim_push_lanes(self, limit: int, lease: timedelta) -> list[int]:
+        """Claim up to `limit` instance lanes: instances in push mode (non-empty webhook URL) with
+        at least one queued notification whose oldest queued notification is due
+        (next_attempt_at is NULL or <= now) and whose lane is free (no lease, or lease expired).
+        Sets the lease to now + lease and returns the instance ids, the instance with the oldest
+        due head (lowest receipt id) first. Two claimers (processes or nodes) never get the same
+        lane while its lease is live."""
+        ...
+
+    async def renew_push_lane(self, instance_id: int, lease: timedelta) -> None:
+        """Extend the lane's lease to now + lease (a no-op for an unknown instance)."""
+        ...
+
+    async def release_push_lane(self, instance_id: int) -> None:
+        """Free the lane at once: it is claimable again as soon as its head is due."""
+        ...
+
+    async def queued_notifications(
+        self, instance_id: int, limit: int, after_receipt_id: int = 0
+    ) -> list[Notification]:
+        """Queued notifications of the instance with receipt_id > after_receipt_id, oldest
+        first, at most `limit`. One statement."""
+        ...
+
+    async def mark_delivered(self, instance_id: int, receipt_ids: Sequence[int]) -> int:
+        """Remove delivered notifications of the instance (queued ones only: dead letters and
+        other instances' ids are left alone); returns how many. One statement."""
+        ...
+
+    async def record_delivery_failure(
+        self, instance_id: int, receipt_id: int, error: str, retry_at: datetime
+    ) -> None:
+        """On the queued notification: attempts += 1, last_error = error (truncated to 500
+        characters), next_attempt_at = retry_at. Does not release the lane; a no-op if the
+        notification is no longer queued."""
+        ...
+
+    async def next_push_due(self) -> datetime | None:
+        """The earliest next_attempt_at among the heads of push-mode instances with free lanes,
+        or None. Heads never tried (NULL) are ignored: they are claimable now. Lets a dispatcher
+        sleep exactly until a retry is due; the value may be in the past."""
+        ...
+
+
+class WebhookSender(Protocol):
+    """POSTs notification bodies to receivers."""
+
+    async def post(self, url: str, headers: Mapping[str, str], body: bytes) -> DeliveryAttempt:
+        """One attempt, bounded by the configured timeout. Never raises for what a receiver or
+        the network does (refused address, timeout, connection error): that is the attempt."""
+        ...
+
+    async def check_url(self, url: str) -> None:
+        """Raise `ValidationFailed` if `url` can never receive webhooks (its address is refused)."""
+        ...
+
+    async def aclose(self) -> None: ...
+
 
 class WakeUps(Protocol):
     """Shortens waits: a long poll or a worker wakes when new work may be there.
@@ -179,5 +243,10 @@ class WakeUps(Protocol):
     async def notification_added(self, instance_id: int) -> None: ...
     async def wait_notification(self, instance_id: int, timeout_s: float) -> None: ...
     async def job_added(self) -> None: ...
+    async def wait_push(self, timeout_s: float) -> None:
+        """Wait for push work: a notification was added or an instance's webhook settings changed
+        (`notification_added` wakes this too)."""
+        ...
+
     async def wait_job(self, timeout_s: float) -> None: ...
     async def aclose(self) -> None: ...

@@ -1,5 +1,8 @@
 """In-process wake-ups: a long poll or a worker in this process wakes as soon as work appears.
 
+`wait_job` and `wait_push` each have one waiter (their worker loop), which clears the event it
+consumed; long polls share one event per instance.
+
 Other processes (the CLI, other nodes) cannot reach these events; waiters re-read the store at
 the poll interval, so their changes are seen after at most that long.
 """
@@ -15,8 +18,10 @@ class LocalWakeUps:
     def __init__(self) -> None:
         self._notification_events: defaultdict[int, asyncio.Event] = defaultdict(asyncio.Event)
         self._job_event = asyncio.Event()
+        self._push_event = asyncio.Event()
 
     async def notification_added(self, instance_id: int) -> None:
+        self._push_event.set()
         event = self._notification_events.pop(instance_id, None)
         if event is not None:
             event.set()
@@ -36,7 +41,13 @@ class LocalWakeUps:
             await asyncio.wait_for(self._job_event.wait(), timeout_s)
         self._job_event.clear()
 
+    async def wait_push(self, timeout_s: float) -> None:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._push_event.wait(), timeout_s)
+        self._push_event.clear()
+
     async def aclose(self) -> None:
         for event in self._notification_events.values():
             event.set()
         self._job_event.set()
+        self._push_event.set()

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sqlite3
+import time
 from pathlib import Path
 from typing import Any
 
@@ -47,14 +49,31 @@ def sqlite_path(url: URL) -> Path | None:
     return Path(url.database or "")
 
 
+def _ensure_wal(cursor: Any) -> None:
+    """WAL lets readers run while one writer commits. The mode is stored in the file, so only
+    the first connection ever changes it; switching needs a lock that SQLite does not wait for
+    through busy_timeout, so processes opening a new file together retry here."""
+    deadline = time.monotonic() + SQLITE_BUSY_TIMEOUT_MS / 1000
+    while True:
+        try:
+            cursor.execute("PRAGMA journal_mode")
+            if str(cursor.fetchone()[0]).lower() != "wal":
+                cursor.execute("PRAGMA journal_mode = WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() > deadline:
+                raise
+            # Only ever reached while processes create the same new database file at once
+            # (concurrent first migrations), so a short blocking pause is acceptable here.
+            time.sleep(0.02)
+
+
 def _pragmas(dbapi_connection: Any) -> None:
     cursor = dbapi_connection.cursor()
     try:
         cursor.execute(f"PRAGMA busy_timeout = {SQLITE_BUSY_TIMEOUT_MS}")
         cursor.execute("PRAGMA foreign_keys = ON")
-        # WAL lets readers run while one writer commits. The mode is stored in the file, so this
-        # is a no-op after the first connection.
-        cursor.execute("PRAGMA journal_mode = WAL")
+        _ensure_wal(cursor)
         # NORMAL in WAL mode syncs the WAL at checkpoints, not at each commit. A commit is still
         # written to the WAL file (the OS page cache) before COMMIT returns, so a killed process
         # (kill -9, a crash) loses nothing: the kernel still holds the write and the next open

@@ -63,7 +63,13 @@ def instance_values(instance: Instance) -> dict[str, Any]:
         "webhook_signing_secret": instance.webhook_signing_secret,
         "settings": settings_to_json(instance.settings),
         "created_at": instance.created_at,
+        "push_mode": push_mode(instance.settings),
     }
+
+
+def push_mode(settings: InstanceSettings) -> bool:
+    """The `instances.push_mode` column: notifications are pushed, not polled."""
+    return settings.webhook_url != ""
 
 
 def instance_from_row(row: RowMapping) -> Instance:
@@ -145,4 +151,5 @@ def notification_from_row(row: RowMapping) -> Notification:
         attempts=row["attempts"],
         last_error=row["last_error"],
         webhook_id=row["webhook_id"],
+        next_attempt_at=row["next_attempt_at"],
     )

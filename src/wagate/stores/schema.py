@@ -23,6 +23,8 @@ from sqlalchemy import (
     Table,
     Text,
     TypeDecorator,
+    false,
+    true,
 )
 
 
@@ -90,6 +92,39 @@ instances = Table(
     Column("webhook_signing_secret", String(200), nullable=False),
     Column("settings", Text, nullable=False),
     Column("created_at", UtcDateTime, nullable=False),
+    # settings.webhook_url != "", kept in sync by the store so that claiming push lanes need not
+    # parse the settings JSON (0002).
+    Column("push_mode", Boolean, nullable=False, server_default=false()),
+)
+
+# Only push-mode instances are scanned when lanes are claimed; a polling instance costs nothing.
+# The head of each one is then a seek on notifications (instance_id, status, receipt_id).
+Index(
+    "ix_instances_push_mode",
+    instances.c.id,
+    sqlite_where=instances.c.push_mode == true(),
+    postgresql_where=instances.c.push_mode == true(),
+)
+
+# The delivery lease of each instance's push lane (0002). A table of its own rather than a
+# column on `instances`: claiming locks and updates lane rows (FOR UPDATE SKIP LOCKED) several
+# times a second per busy instance on PostgreSQL, and on `instances` that would make
+# update_instance (setSettings, state changes) wait for claims and avatar-job claims (which lock
+# instance rows with SKIP LOCKED) skip instances whose lane is being claimed; every renewal
+# would also rewrite the wide instance row. Lane rows are narrow, locked by no one else, and
+# their lease updates are HOT. Every instance gets one when it is created.
+push_lanes = Table(
+    "push_lanes",
+    metadata,
+    Column(
+        "instance_id",
+        BigId,
+        ForeignKey("instances.id", ondelete="CASCADE"),
+        primary_key=True,
+        autoincrement=False,
+    ),
+    # Set while a dispatcher holds the lane; NULL or a past value means the lane is free.
+    Column("lease_until", UtcDateTime, nullable=True),
 )
 
 sandbox_accounts = Table(

@@ -1,8 +1,9 @@
 """`SqlStore`: the `Store` port in SQLAlchemy Core, on SQLite (aiosqlite) or PostgreSQL (psycopg 3).
 
 Statements are dialect-neutral Core with two exceptions, both branched on inside the store:
-claiming avatar jobs takes row locks on PostgreSQL (SQLite relies on its single BEGIN IMMEDIATE
-writer), and `set_meta` uses each dialect's own `INSERT … ON CONFLICT` construct.
+claiming avatar jobs and push lanes takes row locks on PostgreSQL (SQLite relies on its single
+BEGIN IMMEDIATE writer), and upserts use each dialect's own `INSERT … ON CONFLICT` construct.
+The push-delivery methods live in `push.py` (`PushDelivery`).
 """
 
 from __future__ import annotations
@@ -34,11 +35,13 @@ from wagate.core.model import (
 from wagate.stores import _rows, queues
 from wagate.stores._connect import create_engines
 from wagate.stores.migrate import is_outdated
+from wagate.stores.push import PushDelivery, ensure_lane
 from wagate.stores.schema import (
     avatar_jobs,
     instances,
     meta,
     notifications,
+    push_lanes,
     sandbox_accounts,
     sandbox_faults,
     sandbox_groups,
@@ -98,7 +101,7 @@ async def _open(database_url: str) -> SqlStore:
     return store
 
 
-class SqlStore:
+class SqlStore(PushDelivery):
     """Durable state in one SQL database, shared by every wagate process that uses it.
 
     Every method commits before it returns, and a method that writes several rows does so in one
@@ -185,6 +188,7 @@ class SqlStore:
                         f"an instance for phone {instance.phone} already exists"
                     ) from exc
                 raise InstanceConflict(f"instance {instance.id} already exists") from exc
+            await conn.execute(insert(push_lanes).values(instance_id=instance.id))
 
     async def _fetch(self, query: Select[Any], convert: Callable[[RowMapping], T]) -> list[T]:
         async with self._read() as conn:
@@ -209,7 +213,7 @@ class SqlStore:
         return await self._fetch(query, _rows.instance_from_row)
 
     async def delete_instance(self, instance_id: int) -> bool:
-        # Jobs and notifications go with it through ON DELETE CASCADE (foreign_keys=ON on SQLite).
+        # Jobs, notifications and the lane go through ON DELETE CASCADE (foreign_keys=ON on SQLite).
         async with self._write() as conn:
             result = await conn.execute(delete(instances).where(instances.c.id == instance_id))
         return result.rowcount > 0
@@ -232,6 +236,7 @@ class SqlStore:
             changes["state"] = state.value
         if settings is not None:
             changes["settings"] = _rows.settings_to_json(settings)
+            changes["push_mode"] = _rows.push_mode(settings)
         if not changes:
             return await self.get_instance(instance_id)
         statement = (
@@ -242,6 +247,8 @@ class SqlStore:
         )
         async with self._write() as conn:
             row = (await conn.execute(statement)).mappings().first()
+            if row is not None and row["push_mode"]:
+                await ensure_lane(conn, instance_id, is_postgres=self._is_postgres)
         return None if row is None else _rows.instance_from_row(row)
 
     # -- sandbox world -----------------------------------------------------------------------

@@ -37,7 +37,7 @@ async def set_settings(
     instance: Annotated[Instance, Depends(authenticated("setSettings"))],
 ) -> Response:
     body = validate_body(SetSettingsBody, await request.body())
-    await runtime.instances.set_settings(instance.id, apply_settings(instance.settings, body))
+    await runtime.settings_service.change(instance, apply_settings(instance.settings, body))
     return json_response({"saveSettings": True})
 
 

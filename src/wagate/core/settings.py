@@ -1,0 +1,26 @@
+"""Changing an instance's settings: the webhook URL is vetted, and push starts at once."""
+
+from __future__ import annotations
+
+from wagate.core.instances import InstanceService
+from wagate.core.model import Instance, InstanceSettings
+from wagate.core.ports import WakeUps, WebhookSender
+
+
+class SettingsService:
+    def __init__(self, instances: InstanceService, sender: WebhookSender, wakeups: WakeUps) -> None:
+        self._instances = instances
+        self._sender = sender
+        self._wakeups = wakeups
+
+    async def change(self, instance: Instance, settings: InstanceSettings) -> Instance:
+        """Store the new settings. Raises `ValidationFailed` for a webhookUrl whose address is
+        refused. Setting a webhookUrl starts pushing what is queued; clearing it makes the queue
+        pollable again."""
+        url = settings.webhook_url
+        if url and url != instance.settings.webhook_url:
+            await self._sender.check_url(url)
+        updated = await self._instances.set_settings(instance.id, settings)
+        if url != instance.settings.webhook_url:
+            await self._wakeups.notification_added(instance.id)
+        return updated

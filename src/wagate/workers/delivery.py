@@ -1,0 +1,169 @@
+"""Pushes queued notifications to each push-mode instance's webhookUrl, in order, durably.
+
+Each instance is a lane, leased in the store: the lane's holder delivers the instance's queue
+head first, one notification at a time. A failure records the attempt on the head, schedules
+its retry and releases the lane, so a failing receiver holds up only its own instance. A
+notification leaves the queue only after its receiver answered 2xx; a crash in between means it
+is delivered again (at least once, with the same `webhook-id`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+from datetime import UTC, datetime, timedelta
+
+from wagate.core.model import Instance, Notification
+from wagate.core.ports import Store, WakeUps, WebhookSender
+from wagate.core.retry import next_delay_s
+from wagate.wire.standard_webhooks import webhook_headers
+
+logger = logging.getLogger(__name__)
+
+BATCH = 100
+
+
+class PushDispatcher:
+    def __init__(
+        self,
+        store: Store,
+        sender: WebhookSender,
+        wakeups: WakeUps,
+        *,
+        concurrency: int,
+        timeout_s: float,
+        max_interval_s: float,
+        poll_interval_s: float,
+    ) -> None:
+        self._store = store
+        self._sender = sender
+        self._wakeups = wakeups
+        self._concurrency = concurrency
+        self._max_interval_s = max_interval_s
+        self._poll_interval_s = poll_interval_s
+        # Outlasts a whole batch of slow attempts only if renewed; renewed well before expiry.
+        self._lease = timedelta(seconds=max(30.0, timeout_s * 2 + 10))
+        self._lanes: dict[int, asyncio.Task[None]] = {}
+
+    async def run(self) -> None:
+        try:
+            while True:
+                claimed: list[int] = []
+                free = self._concurrency - len(self._lanes)
+                if free > 0:
+                    try:
+                        claimed = await self._store.claim_push_lanes(free, self._lease)
+                    except Exception:
+                        logger.exception("claiming push lanes failed", extra={"action": "claim"})
+                for instance_id in claimed:
+                    task = asyncio.create_task(
+                        self._run_lane(instance_id), name=f"delivery:{instance_id}"
+                    )
+                    self._lanes[instance_id] = task
+                if claimed:
+                    continue
+                if free <= 0:
+                    # Every lane slot is busy: wait for one to end, not for the next retry.
+                    await asyncio.wait(
+                        set(self._lanes.values()),
+                        timeout=self._poll_interval_s,
+                        return_when=asyncio.FIRST_COMPLETED,
+                    )
+                else:
+                    await self._wakeups.wait_push(await self._idle_wait_s())
+        finally:
+            for task in self._lanes.values():
+                task.cancel()
+            await asyncio.gather(*self._lanes.values(), return_exceptions=True)
+
+    async def _idle_wait_s(self) -> float:
+        """Until the next retry falls due, but never longer than the poll interval."""
+        try:
+            due = await self._store.next_push_due()
+        except Exception:
+            logger.exception("reading the next retry time failed", extra={"action": "due"})
+            return self._poll_interval_s
+        if due is None:
+            return self._poll_interval_s
+        # The floor keeps a due retry whose lane another node holds from turning this into a spin.
+        wait_s = (due - datetime.now(UTC)).total_seconds()
+        return max(0.05, min(self._poll_interval_s, wait_s))
+
+    async def _run_lane(self, instance_id: int) -> None:
+        try:
+            await self._deliver_lane(instance_id)
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            # The lease lapses and the lane is claimed again: a failure here delays, never loses.
+            logger.exception(
+                "delivery lane failed", extra={"action": "lane_failed", "instance": instance_id}
+            )
+        finally:
+            self._lanes.pop(instance_id, None)
+            try:
+                await self._store.release_push_lane(instance_id)
+            except Exception:
+                logger.exception("releasing a lane failed", extra={"instance": instance_id})
+            await self._wakeups.notification_added(instance_id)
+
+    async def _deliver_lane(self, instance_id: int) -> None:
+        renewed_at = time.monotonic()
+        while True:
+            instance = await self._store.get_instance(instance_id)
+            if instance is None or not instance.settings.webhook_url:
+                return  # deleted, or switched back to polling
+            batch = await self._store.queued_notifications(instance_id, BATCH)
+            if not batch:
+                return
+            delivered: list[int] = []
+            try:
+                for notification in batch:
+                    if not await self._deliver_one(instance, notification):
+                        return
+                    delivered.append(notification.receipt_id)
+                    if time.monotonic() - renewed_at > self._lease.total_seconds() / 3:
+                        await self._store.renew_push_lane(instance_id, self._lease)
+                        renewed_at = time.monotonic()
+            finally:
+                if delivered:
+                    await self._store.mark_delivered(instance_id, delivered)
+
+    async def _deliver_one(self, instance: Instance, notification: Notification) -> bool:
+        """One attempt; on failure the retry is recorded and False returned."""
+        now = datetime.now(UTC)
+        if notification.next_attempt_at is not None and notification.next_attempt_at > now:
+            return False  # a retry not yet due heads the queue; the claim will come back for it
+        body = json.dumps(notification.body, ensure_ascii=False, separators=(",", ":")).encode()
+        headers = webhook_headers(
+            instance.webhook_signing_secret,
+            notification.webhook_id or f"msg_{notification.receipt_id}",
+            int(now.timestamp()),
+            body,
+            instance.settings.webhook_url_token,
+        )
+        attempt = await self._sender.post(instance.settings.webhook_url, headers, body)
+        if attempt.is_delivered:
+            return True
+        failures = notification.attempts + 1
+        delay_s = next_delay_s(failures, self._max_interval_s, attempt.retry_after)
+        await self._store.record_delivery_failure(
+            instance.id,
+            notification.receipt_id,
+            attempt.describe(),
+            datetime.now(UTC) + timedelta(seconds=delay_s),
+        )
+        logger.info(
+            "webhook delivery failed; retrying in %.1f s",
+            delay_s,
+            extra={
+                "action": "delivery_failed",
+                "instance": instance.id,
+                "receipt": notification.receipt_id,
+                "attempt": failures,
+                "error": attempt.describe(),
+            },
+        )
+        return False
