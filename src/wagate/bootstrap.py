@@ -17,7 +17,7 @@ from wagate.config import Settings
 from wagate.core.avatars import AvatarService
 from wagate.core.instances import InstanceService
 from wagate.core.notifications import NotificationService
-from wagate.core.ports import Engine, Store
+from wagate.core.ports import Engine, ImageStore, RateLimits, Store, WakeUps
 from wagate.core.rate_limits import RateLimiter
 from wagate.core.settings import SettingsService
 from wagate.core.wakeups import LocalWakeUps
@@ -25,6 +25,10 @@ from wagate.core.webhook_policy import WebhookAddressPolicy
 from wagate.engines.sandbox import SandboxEngine
 from wagate.stores import migrate, open_store
 from wagate.stores.files import FileImageStore
+from wagate.stores.postgres_wakeups import PostgresWakeUps
+from wagate.stores.redis_rate_limits import RedisRateLimiter
+from wagate.stores.sql import SqlStore
+from wagate.stores.sql_images import SqlImageStore
 from wagate.workers.avatar_jobs import AvatarJobWorker
 from wagate.workers.delivery import PushDispatcher
 from wagate.workers.retention import RetentionWorker
@@ -41,15 +45,15 @@ class Runtime:
 
     settings: Settings
     store: Store
-    images: FileImageStore
+    images: ImageStore
     engines: dict[str, Engine]
-    wakeups: LocalWakeUps
+    wakeups: WakeUps
     instances: InstanceService
     avatars: AvatarService
     notifications: NotificationService
     settings_service: SettingsService
     webhooks: HttpWebhookSender
-    rate_limiter: RateLimiter
+    rate_limiter: RateLimits
     partner_token: str
     public_url: str = ""
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
@@ -69,21 +73,23 @@ def _read_or_create_partner_token(data_dir: Path) -> str:
 
 @asynccontextmanager
 async def open_runtime(
-    settings: Settings, *, apply_migrations: bool = True, resolver: Resolver = resolve_host
+    settings: Settings, *, resolver: Resolver = resolve_host
 ) -> AsyncIterator[Runtime]:
-    """Open the store and build the services. Migrations run first unless told not to;
-    `resolver` is how webhook hosts are resolved (tests substitute their own DNS)."""
+    """Open the store and build the services. Migrations run first unless
+    `settings.migrate_on_start` is off; `resolver` is how webhook hosts are resolved (tests
+    substitute their own DNS)."""
     await anyio.to_thread.run_sync(lambda: settings.data_dir.mkdir(parents=True, exist_ok=True))
-    if apply_migrations:
+    if settings.migrate_on_start:
         await anyio.to_thread.run_sync(migrate, settings.effective_database_url)
     partner_token = settings.partner_token or await anyio.to_thread.run_sync(
         _read_or_create_partner_token, settings.data_dir
     )
     async with AsyncExitStack() as stack:
         store = await stack.enter_async_context(open_store(settings.effective_database_url))
-        images = FileImageStore(settings.data_dir / "avatars")
-        wakeups = LocalWakeUps()
-        stack.push_async_callback(wakeups.aclose)
+        images = _image_store(settings, store)
+        wakeups = await stack.enter_async_context(_wakeups(settings))
+        rate_limiter = _rate_limits(settings)
+        stack.push_async_callback(rate_limiter.aclose)
         sandbox = SandboxEngine(store, images)
         stack.push_async_callback(sandbox.aclose)
         engines: dict[str, Engine] = {sandbox.name: sandbox}
@@ -115,11 +121,38 @@ async def open_runtime(
             notifications=NotificationService(store, wakeups, settings.poll_interval_s),
             settings_service=SettingsService(instances, webhooks, wakeups),
             webhooks=webhooks,
-            rate_limiter=RateLimiter(enabled=settings.rate_limits_enabled),
+            rate_limiter=rate_limiter,
             partner_token=partner_token,
         )
         runtime.public_url = await store.get_meta("public_url") or settings.effective_public_url
         yield runtime
+
+
+def _image_store(settings: Settings, store: SqlStore) -> ImageStore:
+    # Several nodes on PostgreSQL may run on several hosts: keep images where they all look.
+    if settings.is_sqlite:
+        return FileImageStore(settings.data_dir / "avatars")
+    return SqlImageStore(*store.engines)
+
+
+@asynccontextmanager
+async def _wakeups(settings: Settings) -> AsyncIterator[WakeUps]:
+    # On PostgreSQL, other nodes' long polls and workers must wake too: LISTEN/NOTIFY.
+    if settings.is_sqlite:
+        local = LocalWakeUps()
+        try:
+            yield local
+        finally:
+            await local.aclose()
+    else:
+        async with PostgresWakeUps(settings.effective_database_url) as shared:
+            yield shared
+
+
+def _rate_limits(settings: Settings) -> RateLimits:
+    if settings.redis_url:
+        return RedisRateLimiter(settings.redis_url, enabled=settings.rate_limits_enabled)
+    return RateLimiter(enabled=settings.rate_limits_enabled)
 
 
 @asynccontextmanager

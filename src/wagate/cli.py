@@ -142,22 +142,36 @@ def main(verbose: bool) -> None:
     help="With no instance yet, create a demo sandbox world and instance and print "
     "its credentials.",
 )
+@click.option(
+    "--migrate/--no-migrate",
+    envvar="WAGATE_MIGRATE",
+    show_envvar=True,
+    default=True,
+    show_default=True,
+    help="Apply database migrations at start (turn off when `wagate migrate` runs separately).",
+)
 @_storage_options
 def serve(
     host: str,
     port: int,
     public_url: str | None,
     demo: bool,
+    migrate: bool,
     data_dir: Path,
     database_url: str | None,
 ) -> None:
-    """Run the HTTP server with its workers (migrates the database first)."""
+    """Run the HTTP server with its workers (migrating the database first, unless told not to)."""
     import uvicorn
 
     from wagate.http import create_app
 
     settings = _settings(
-        host=host, port=port, public_url=public_url, data_dir=data_dir, database_url=database_url
+        host=host,
+        port=port,
+        public_url=public_url,
+        data_dir=data_dir,
+        database_url=database_url,
+        migrate_on_start=migrate,
     )
     logging.basicConfig(
         level=settings.log_level,

@@ -27,6 +27,9 @@ class Settings:
     notification_retention_s: float = 86400.0
     max_body_bytes: int = 1_048_576
     rate_limits_enabled: bool = True
+    # With Redis, every node draws on one budget per instance and method; without, each node
+    # enforces the full limit on its own.
+    redis_url: str = ""
     phone_digits: tuple[int, int] = (11, 12)
     partner_token: str = ""
     webhook_timeout_s: float = 30.0
@@ -38,6 +41,7 @@ class Settings:
     # How often waiters re-read the store even without a wake-up: the guarantee behind wake-ups
     # that another process (the CLI, another node) cannot send.
     poll_interval_s: float = 1.0
+    migrate_on_start: bool = True
     avatar_workers: int = 8
     log_level: str = "INFO"
     extra: Mapping[str, Any] = field(default_factory=dict)
@@ -144,6 +148,7 @@ def settings_from_env(env: Mapping[str, str] | None = None, **overrides: Any) ->
         notification_retention_s=_float(env, "WAGATE_NOTIFICATION_RETENTION", 86400.0, 0.01),
         max_body_bytes=_int(env, "WAGATE_MAX_BODY_BYTES", 1_048_576, minimum=1024),
         rate_limits_enabled=_bool(env, "WAGATE_RATE_LIMITS", True),
+        redis_url=env.get("WAGATE_REDIS_URL", ""),
         phone_digits=_phone_digits(env.get("WAGATE_PHONE_DIGITS")),
         partner_token=env.get("WAGATE_PARTNER_TOKEN", ""),
         webhook_timeout_s=_float(env, "WAGATE_WEBHOOK_TIMEOUT", 30.0, minimum=0.01),

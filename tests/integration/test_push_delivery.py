@@ -301,3 +301,34 @@ def test_queued_notifications_are_pushed_when_a_url_is_set(
     delivered = receiver.wait_for(2)
     assert [r.json["avatarInfo"]["chatId"] for r in delivered] == CHATS[:2]
     assert json.loads(delivered[0].body) == first["body"]
+
+
+def test_one_keep_alive_connection_serves_a_receiver(push_demo: Demo, receiver: Receiver) -> None:
+    set_webhook(push_demo, receiver.url)
+    ask(push_demo, *CHATS)
+    delivered = receiver.wait_for(len(CHATS))
+    assert len({r.client for r in delivered}) == 1
+
+
+def test_idle_dispatcher_does_not_spin(push_demo: Demo, receiver: Receiver) -> None:
+    set_webhook(push_demo, receiver.url)
+    ask(push_demo, CHATS[0])
+    receiver.wait_for(1)
+    store = push_demo.server.runtime.store
+    calls = []
+    original = store.claim_push_lanes
+
+    async def counting(limit: int, lease: Any) -> list[int]:
+        calls.append(limit)
+        return await original(limit, lease)
+
+    store.claim_push_lanes = counting  # type: ignore[method-assign]  # observe the dispatcher
+    try:
+        time.sleep(1.0)  # the observation window itself, not synchronisation
+        # With a 0.2 s poll interval an idle dispatcher claims about 5 times a second, not 1000s.
+        assert len(calls) <= 10
+        ask(push_demo, CHATS[1])
+        receiver.wait_for(2)
+        assert calls, "new work woke the dispatcher"
+    finally:
+        store.claim_push_lanes = original  # type: ignore[method-assign]

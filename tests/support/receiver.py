@@ -30,6 +30,7 @@ class Received:
     headers: dict[str, str]
     body: bytes
     answered: int
+    client: tuple[str, int] | None = None
 
     @property
     def json(self) -> Any:
@@ -59,7 +60,12 @@ class Receiver:
             await asyncio.sleep(answer.delay_s)
         with self._changed:
             self.requests.append(
-                Received({k.lower(): v for k, v in request.headers.items()}, body, answer.status)
+                Received(
+                    {k.lower(): v for k, v in request.headers.items()},
+                    body,
+                    answer.status,
+                    tuple(scope["client"]) if scope.get("client") else None,
+                )
             )
             self._changed.notify_all()
         await Response(status_code=answer.status, headers=answer.headers)(scope, receive, send)

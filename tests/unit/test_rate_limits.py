@@ -7,6 +7,13 @@ import pytest
 from wagate.core.errors import RateLimited
 from wagate.core.rate_limits import RateLimiter
 
+pytestmark = pytest.mark.anyio
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"
+
 
 class FakeClock:
     def __init__(self) -> None:
@@ -19,31 +26,31 @@ class FakeClock:
 def limiter(enabled: bool = True) -> tuple[RateLimiter, FakeClock]:
     clock = FakeClock()
     limits = RateLimiter(enabled=enabled)
-    limits._now = clock  # type: ignore[method-assign]  # a deterministic clock for the test
+    limits._now = clock  # a deterministic clock for the test
     return limits, clock
 
 
-def test_burst_equals_rate_then_refills() -> None:
+async def test_burst_equals_rate_then_refills() -> None:
     limits, clock = limiter()
     for _ in range(10):
-        limits.check(1, "getAvatar", 10)
+        await limits.check(1, "getAvatar", 10)
     with pytest.raises(RateLimited) as caught:
-        limits.check(1, "getAvatar", 10)
+        await limits.check(1, "getAvatar", 10)
     assert 0 < caught.value.retry_after_s <= 0.1
     clock.now += 0.11
-    limits.check(1, "getAvatar", 10)
+    await limits.check(1, "getAvatar", 10)
 
 
-def test_buckets_are_per_instance_and_method() -> None:
+async def test_buckets_are_per_instance_and_method() -> None:
     limits, _ = limiter()
-    limits.check(1, "setSettings", 1)
-    limits.check(2, "setSettings", 1)
-    limits.check(1, "getSettings", 1)
+    await limits.check(1, "setSettings", 1)
+    await limits.check(2, "setSettings", 1)
+    await limits.check(1, "getSettings", 1)
     with pytest.raises(RateLimited):
-        limits.check(1, "setSettings", 1)
+        await limits.check(1, "setSettings", 1)
 
 
-def test_disabled_limiter_never_refuses() -> None:
+async def test_disabled_limiter_never_refuses() -> None:
     limits, _ = limiter(enabled=False)
     for _ in range(100):
-        limits.check(1, "setSettings", 1)
+        await limits.check(1, "setSettings", 1)

@@ -233,6 +233,21 @@ class WebhookSender(Protocol):
     async def aclose(self) -> None: ...
 
 
+# -- rate limits ------------------------------------------------------------------------------
+
+
+class RateLimits(Protocol):
+    """Token buckets per (instance, method): a burst of `per_second` calls, refilled at
+    `per_second` calls a second. Whether buckets are per process or shared by every node is
+    the implementation's to say."""
+
+    async def check(self, instance_id: int, method: str, per_second: float) -> None:
+        """Take one token; raises `RateLimited(retry_after_s)` when the bucket is empty."""
+        ...
+
+    async def aclose(self) -> None: ...
+
+
 class WakeUps(Protocol):
     """Shortens waits: a long poll or a worker wakes when new work may be there.
 

@@ -18,7 +18,9 @@ class RateLimiter:
     """A bucket per (instance, method), refilled at `per_second` with a burst of the same size.
 
     `check` raises `RateLimited` carrying how long until the next token. Buckets live in this
-    process: several nodes each enforce the full limit (see docs/deployment for the tolerance).
+    process: several nodes each enforce the full limit (see docs/deployment for the tolerance;
+    `wagate.stores.redis_rate_limits.RedisRateLimiter` shares one bucket between nodes).
+    `check` is async only to fit the `RateLimits` port: it never awaits.
     """
 
     def __init__(self, enabled: bool = True) -> None:
@@ -26,7 +28,7 @@ class RateLimiter:
         self._buckets: dict[tuple[int, str], _Bucket] = {}
         self._now = time.monotonic
 
-    def check(self, instance_id: int, method: str, per_second: float) -> None:
+    async def check(self, instance_id: int, method: str, per_second: float) -> None:
         if not self.enabled:
             return
         now = self._now()
@@ -40,6 +42,9 @@ class RateLimiter:
         if bucket.tokens < 1:
             raise RateLimited(retry_after_s=(1 - bucket.tokens) / per_second)
         bucket.tokens -= 1
+
+    async def aclose(self) -> None:
+        self._buckets.clear()
 
     def forget(self, instance_id: int) -> None:
         for key in [k for k in self._buckets if k[0] == instance_id]:

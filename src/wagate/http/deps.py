@@ -34,7 +34,7 @@ def authenticated(method: str) -> Callable[..., Awaitable[Instance]]:
         instance = await runtime.instances.authenticate(
             parse_instance_id(idInstance), apiTokenInstance
         )
-        runtime.rate_limiter.check(instance.id, spec.name, spec.per_second)
+        await runtime.rate_limiter.check(instance.id, spec.name, spec.per_second)
         return instance
 
     return dependency

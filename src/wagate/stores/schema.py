@@ -18,6 +18,7 @@ from sqlalchemy import (
     ForeignKey,
     Index,
     Integer,
+    LargeBinary,
     MetaData,
     String,
     Table,
@@ -196,4 +197,15 @@ notifications = Table(
     Index(None, "status", "created_at"),
     # AUTOINCREMENT keeps receipt ids growing after the newest row is deleted.
     sqlite_autoincrement=True,
+)
+
+# Avatar images addressed by the SHA-256 hex digest of `data` (0003), for `SqlImageStore`: nodes
+# on several hosts then share images without a shared directory. Rows are never updated.
+avatar_images = Table(
+    "avatar_images",
+    metadata,
+    Column("digest", String(64), primary_key=True),
+    Column("content_type", String(32), nullable=False),
+    Column("data", LargeBinary, nullable=False),
+    Column("created_at", UtcDateTime, nullable=False),
 )

@@ -116,6 +116,12 @@ class SqlStore(PushDelivery):
         self._reader = reader
         self._is_postgres = writer.dialect.name == "postgresql"
 
+    @property
+    def engines(self) -> tuple[AsyncEngine, AsyncEngine]:
+        """The writer and reader engines, for adapters keeping their own tables in this database
+        (`SqlImageStore`). The store still owns them: closing it disposes them."""
+        return self._writer, self._reader
+
     async def __aenter__(self) -> SqlStore:
         return self
 

@@ -1,0 +1,280 @@
+"""`PostgresWakeUps`: the `WakeUps` port across processes and nodes, over LISTEN/NOTIFY.
+
+Each object wakes its own process's waiters at once (an inner `LocalWakeUps`) and sends a NOTIFY
+that every other object listening on the same database forwards to its waiters. Wake-ups stay
+hints: a NOTIFY that fails is logged and dropped, and a listener that lost its connection wakes
+all its waiters once it listens again, so they re-read the store for whatever they missed.
+
+Payloads are `<origin>:n:<instance_id>` (a notification was added) and `<origin>:j` (a job was
+added); `origin` is random per object, so a listener skips its own NOTIFYs, whose waiters were
+woken already. The channel carries a version: two releases sharing a database during a rolling
+upgrade each hear only payloads they understand.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import secrets
+import time
+from collections import Counter
+from types import TracebackType
+from typing import Final
+
+import psycopg
+from psycopg import sql
+from psycopg.rows import TupleRow
+from sqlalchemy.engine import URL
+
+from wagate.core.errors import WagateError
+from wagate.core.wakeups import LocalWakeUps
+from wagate.stores._connect import sqlite_path, sync_url
+
+logger = logging.getLogger(__name__)
+
+CHANNEL: Final = "wagate_wakeups_v1"
+
+_CONNECT_TIMEOUT_S = 5
+# A NOTIFY is a sub-millisecond statement; callers (use cases, workers) must not hang on a sick
+# database for the sake of a hint.
+_NOTIFY_TIMEOUT_S = 2.0
+# notifies() cannot tell a quiet channel from a dead peer (a host that vanished sends no RST), so
+# the listener checks its connection with a query whenever it heard nothing for this long.
+_HEALTH_CHECK_S = 30.0
+_RECONNECT_FIRST_S = 0.2
+_RECONNECT_MAX_S = 10.0
+# While the database is down every NOTIFY fails; one warning per interval is enough.
+_WARNING_INTERVAL_S = 10.0
+# Wakes `wait_push` through `LocalWakeUps.notification_added`; no instance has id 0, so no long
+# poll waits on it.
+_NO_INSTANCE = 0
+
+
+class PostgresWakeUps:
+    """Wake-ups shared by every process listening on one PostgreSQL database.
+
+    `database_url` is the sync form (`postgresql://user:pass@host/db`). Open it with
+    `async with PostgresWakeUps(url) as wakeups:`, or `await wakeups.start()` and later
+    `await wakeups.aclose()`. `start` raises `WagateError` if it cannot connect and listen;
+    afterwards nothing raises for the database's sake: the listener reconnects with backoff
+    (logging a warning) and a failed NOTIFY is logged and dropped. ValueError for a non-PostgreSQL
+    URL. The password is never logged.
+    """
+
+    def __init__(self, database_url: str, *, channel: str = CHANNEL) -> None:
+        url = sync_url(database_url)
+        if sqlite_path(url) is not None:
+            raise ValueError("PostgresWakeUps needs a PostgreSQL URL")
+        self._conninfo = url.set(drivername="postgresql").render_as_string(hide_password=False)
+        self._where = _describe(url)
+        self._channel = channel
+        self._origin = secrets.token_hex(4)
+        self._local = LocalWakeUps()
+        # Instances with a long poll in this process: a reconnected listener wakes them all.
+        self._waiting: Counter[int] = Counter()
+        self._listener: psycopg.AsyncConnection[TupleRow] | None = None
+        self._listen_task: asyncio.Task[None] | None = None
+        self._sender: psycopg.AsyncConnection[TupleRow] | None = None
+        self._sender_lock = asyncio.Lock()
+        self._last_warning = -_WARNING_INTERVAL_S
+        self._closed = False
+
+    async def __aenter__(self) -> PostgresWakeUps:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+    async def start(self) -> None:
+        """Connect and LISTEN, then start the listener task; raises `WagateError` on failure."""
+        if self._listen_task is not None:
+            return
+        try:
+            self._listener = await self._listen()
+        except (psycopg.Error, OSError) as exc:
+            raise WagateError(f"cannot listen for wake-ups on {self._where}: {exc}") from exc
+        self._listen_task = asyncio.create_task(
+            self._listen_forever(), name=f"wakeups-listener:{self._channel}"
+        )
+        self._listen_task.add_done_callback(_report_death)
+
+    async def aclose(self) -> None:
+        """Stop listening, close both connections and release every local waiter."""
+        if self._closed:
+            return
+        self._closed = True
+        if self._listen_task is not None:
+            self._listen_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._listen_task
+        await _close(self._listener)
+        self._listener = None
+        async with self._sender_lock:
+            await _close(self._sender)
+            self._sender = None
+        await self._local.aclose()
+
+    # -- the WakeUps port --------------------------------------------------------------------
+
+    async def notification_added(self, instance_id: int) -> None:
+        await self._local.notification_added(instance_id)
+        await self._notify(f"{self._origin}:n:{instance_id}")
+
+    async def job_added(self) -> None:
+        await self._local.job_added()
+        await self._notify(f"{self._origin}:j")
+
+    async def wait_notification(self, instance_id: int, timeout_s: float) -> None:
+        self._waiting[instance_id] += 1
+        try:
+            await self._local.wait_notification(instance_id, timeout_s)
+        finally:
+            self._waiting[instance_id] -= 1
+            if self._waiting[instance_id] <= 0:
+                del self._waiting[instance_id]
+
+    async def wait_job(self, timeout_s: float) -> None:
+        await self._local.wait_job(timeout_s)
+
+    async def wait_push(self, timeout_s: float) -> None:
+        await self._local.wait_push(timeout_s)
+
+    # -- sending -----------------------------------------------------------------------------
+
+    async def _notify(self, payload: str) -> None:
+        if self._closed:
+            return
+        async with self._sender_lock:
+            for attempt in (1, 2):
+                reused = self._sender is not None and not self._sender.closed
+                try:
+                    async with asyncio.timeout(_NOTIFY_TIMEOUT_S):
+                        if self._sender is None or self._sender.closed:
+                            self._sender = await self._connect()
+                        await self._sender.execute(
+                            "SELECT pg_notify(%s, %s)", (self._channel, payload)
+                        )
+                    return
+                except (psycopg.Error, OSError, TimeoutError) as exc:
+                    # A failed or timed-out statement leaves the connection in an unknown state.
+                    await _close(self._sender)
+                    self._sender = None
+                    # An idle connection may have been closed under us (server restart, idle
+                    # timeout, a proxy): that costs one fresh connection, not the wake-up.
+                    if attempt == 1 and reused and isinstance(exc, psycopg.OperationalError):
+                        continue
+                    self._warn("wake-up NOTIFY failed; other nodes fall back to polling", exc)
+                    return
+
+    # -- listening ---------------------------------------------------------------------------
+
+    async def _connect(self) -> psycopg.AsyncConnection[TupleRow]:
+        return await psycopg.AsyncConnection.connect(
+            self._conninfo, autocommit=True, connect_timeout=_CONNECT_TIMEOUT_S
+        )
+
+    async def _listen(self) -> psycopg.AsyncConnection[TupleRow]:
+        connection = await self._connect()
+        try:
+            await connection.execute(sql.SQL("LISTEN {}").format(sql.Identifier(self._channel)))
+        except BaseException:
+            await _close(connection)
+            raise
+        return connection
+
+    async def _listen_forever(self) -> None:
+        delay_s = _RECONNECT_FIRST_S
+        while True:
+            try:
+                if self._listener is None:
+                    self._listener = await self._listen()
+                    logger.info(
+                        "listening for wake-ups on %s again",
+                        self._where,
+                        extra={"action": "wakeups_reconnected"},
+                    )
+                    delay_s = _RECONNECT_FIRST_S
+                    # Whatever was sent while we were deaf is lost: let every waiter re-read.
+                    await self._wake_everyone()
+                await self._relay(self._listener)
+            except (psycopg.Error, OSError, TimeoutError) as exc:
+                logger.warning(
+                    "wake-up listener on %s lost its connection (%s: %s); retrying in %.1f s",
+                    self._where,
+                    type(exc).__name__,
+                    exc,
+                    delay_s,
+                    extra={"action": "wakeups_disconnected"},
+                )
+                await _close(self._listener)
+                self._listener = None
+                await asyncio.sleep(delay_s)
+                delay_s = min(delay_s * 2, _RECONNECT_MAX_S)
+
+    async def _relay(self, connection: psycopg.AsyncConnection[TupleRow]) -> None:
+        """Forward NOTIFYs until `_HEALTH_CHECK_S` passes in silence, then check the connection."""
+        async with contextlib.aclosing(connection.notifies(timeout=_HEALTH_CHECK_S)) as notifies:
+            async for notify in notifies:
+                await self._dispatch(notify.payload)
+        async with asyncio.timeout(_CONNECT_TIMEOUT_S):
+            await connection.execute("SELECT 1")
+
+    async def _dispatch(self, payload: str) -> None:
+        origin, _, event = payload.partition(":")
+        if origin == self._origin:
+            return
+        kind, _, argument = event.partition(":")
+        if kind == "j":
+            await self._local.job_added()
+        elif kind == "n" and argument.isdigit():
+            await self._local.notification_added(int(argument))
+        else:
+            logger.debug("ignoring wake-up payload %r", payload)
+
+    async def _wake_everyone(self) -> None:
+        await self._local.job_added()
+        await self._local.notification_added(_NO_INSTANCE)
+        for instance_id in list(self._waiting):
+            await self._local.notification_added(instance_id)
+
+    def _warn(self, message: str, exc: BaseException) -> None:
+        now = time.monotonic()
+        if now - self._last_warning < _WARNING_INTERVAL_S:
+            return
+        self._last_warning = now
+        logger.warning(
+            "%s (%s: %s) on %s",
+            message,
+            type(exc).__name__,
+            exc,
+            self._where,
+            extra={"action": "wakeups_notify_failed"},
+        )
+
+
+def _describe(url: URL) -> str:
+    """host:port/database, for logs: never the user's password."""
+    return f"{url.host or 'localhost'}:{url.port or 5432}/{url.database or ''}"
+
+
+async def _close(connection: psycopg.AsyncConnection[TupleRow] | None) -> None:
+    if connection is not None and not connection.closed:
+        with contextlib.suppress(psycopg.Error, OSError):
+            await connection.close()
+
+
+def _report_death(task: asyncio.Task[None]) -> None:
+    """The listener only ends by cancellation; anything else is a bug to shout about."""
+    if not task.cancelled() and task.exception() is not None:
+        logger.error(
+            "wake-up listener died; cross-node wake-ups stop (waiters still poll)",
+            exc_info=task.exception(),
+            extra={"action": "wakeups_listener_died"},
+        )

@@ -1,0 +1,187 @@
+"""Wake-ups cross processes through PostgreSQL LISTEN/NOTIFY: two objects play two nodes."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+
+import psycopg
+import pytest
+from sqlalchemy.engine import make_url
+
+from wagate.core.errors import WagateError
+from wagate.stores.postgres_wakeups import PostgresWakeUps
+
+pytestmark = pytest.mark.anyio
+
+# A wake-up must end a wait this much sooner than its timeout: that is the point of it.
+PROMPT_S = 2.0
+LONG_TIMEOUT_S = 10.0
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+@pytest.fixture
+def url(postgres_database: Callable[[str | None], str]) -> str:
+    # A database of its own: NOTIFY is per database, so other test runs cannot interfere.
+    return postgres_database(None)
+
+
+@pytest.fixture
+async def node_a(url: str) -> AsyncIterator[PostgresWakeUps]:
+    async with PostgresWakeUps(url) as wakeups:
+        yield wakeups
+
+
+@pytest.fixture
+async def node_b(url: str) -> AsyncIterator[PostgresWakeUps]:
+    async with PostgresWakeUps(url) as wakeups:
+        yield wakeups
+
+
+async def started(wait: Awaitable[None]) -> asyncio.Task[float]:
+    """Run `wait` in a task that returns how long it took; returns once it is waiting."""
+
+    async def timed() -> float:
+        began = time.monotonic()
+        await wait
+        return time.monotonic() - began
+
+    task = asyncio.create_task(timed())
+    await asyncio.sleep(0)  # the waiter registers before its first suspension
+    return task
+
+
+@pytest.mark.postgres
+async def test_notification_on_one_node_ends_a_long_poll_on_another(
+    node_a: PostgresWakeUps, node_b: PostgresWakeUps
+) -> None:
+    waiter = await started(node_b.wait_notification(5, timeout_s=LONG_TIMEOUT_S))
+    await node_a.notification_added(5)
+    assert await waiter < PROMPT_S
+
+
+@pytest.mark.postgres
+async def test_job_on_one_node_wakes_the_worker_of_another(
+    node_a: PostgresWakeUps, node_b: PostgresWakeUps
+) -> None:
+    waiter = await started(node_b.wait_job(timeout_s=LONG_TIMEOUT_S))
+    await node_a.job_added()
+    assert await waiter < PROMPT_S
+
+
+@pytest.mark.postgres
+async def test_notification_on_one_node_wakes_push_on_another(
+    node_a: PostgresWakeUps, node_b: PostgresWakeUps
+) -> None:
+    waiter = await started(node_b.wait_push(timeout_s=LONG_TIMEOUT_S))
+    await node_a.notification_added(5)
+    assert await waiter < PROMPT_S
+
+
+@pytest.mark.postgres
+async def test_a_notification_wakes_only_its_instance(
+    node_a: PostgresWakeUps, node_b: PostgresWakeUps
+) -> None:
+    other = await started(node_b.wait_notification(6, timeout_s=1.0))
+    same = await started(node_b.wait_notification(5, timeout_s=LONG_TIMEOUT_S))
+    await node_a.notification_added(5)
+    assert await same < PROMPT_S
+    assert await other >= 0.9  # ended by its own timeout only
+
+
+@pytest.mark.postgres
+async def test_local_waiters_wake_at_once(node_a: PostgresWakeUps) -> None:
+    waiter = await started(node_a.wait_notification(5, timeout_s=LONG_TIMEOUT_S))
+    await node_a.notification_added(5)
+    assert await waiter < PROMPT_S
+
+
+@pytest.mark.postgres
+async def test_aclose_releases_waiters_and_is_idempotent(url: str) -> None:
+    wakeups = PostgresWakeUps(url)
+    await wakeups.start()
+    waiter = await started(wakeups.wait_notification(5, timeout_s=LONG_TIMEOUT_S))
+    await wakeups.aclose()
+    assert await waiter < PROMPT_S
+    await wakeups.aclose()
+    await wakeups.notification_added(5)  # after close: a local no-op, no NOTIFY, no error
+
+
+def backend_pid(connection: psycopg.AsyncConnection[object] | None) -> int:
+    assert connection is not None
+    return connection.info.backend_pid
+
+
+async def terminate(admin_url: str, pid: int) -> None:
+    async with await psycopg.AsyncConnection.connect(admin_url, autocommit=True) as admin:
+        await admin.execute("SELECT pg_terminate_backend(%s)", (pid,))
+
+
+@pytest.mark.postgres
+async def test_the_listener_survives_a_killed_connection(
+    url: str,
+    node_a: PostgresWakeUps,
+    node_b: PostgresWakeUps,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.INFO, logger="wagate.stores.postgres_wakeups")
+    killed = backend_pid(node_b._listener)
+    # A long poll that starts while the listener is deaf...
+    deaf = await started(node_b.wait_notification(7, timeout_s=LONG_TIMEOUT_S))
+    await terminate(url, killed)
+    # ...is woken once it listens again, since a NOTIFY for it might have been missed.
+    assert await deaf < 5.0
+    assert backend_pid(node_b._listener) != killed
+    waiter = await started(node_b.wait_notification(5, timeout_s=LONG_TIMEOUT_S))
+    await node_a.notification_added(5)
+    assert await waiter < PROMPT_S
+    lost = [r for r in caplog.records if r.levelno == logging.WARNING]
+    assert [getattr(r, "action", None) for r in lost] == ["wakeups_disconnected"]
+
+
+@pytest.mark.postgres
+async def test_a_killed_sender_connection_costs_no_wake_up(
+    url: str, node_a: PostgresWakeUps, node_b: PostgresWakeUps
+) -> None:
+    await node_a.job_added()  # opens the sender connection
+    await terminate(url, backend_pid(node_a._sender))
+    waiter = await started(node_b.wait_notification(5, timeout_s=LONG_TIMEOUT_S))
+    await node_a.notification_added(5)
+    assert await waiter < PROMPT_S
+
+
+@pytest.mark.postgres
+async def test_start_fails_loudly_without_the_password_in_the_message(url: str) -> None:
+    wrong = make_url(url).set(port=1, password="hunter2-secret")
+    wakeups = PostgresWakeUps(wrong.render_as_string(hide_password=False))
+    with pytest.raises(WagateError) as caught:
+        await wakeups.start()
+    assert "hunter2-secret" not in str(caught.value)
+    await wakeups.aclose()
+
+
+async def test_a_notify_that_fails_is_logged_and_swallowed(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # Never started and the server does not exist: waking still works locally.
+    wakeups = PostgresWakeUps("postgresql://wagate:hunter2-secret@127.0.0.1:1/none")
+    waiter = await started(wakeups.wait_job(timeout_s=LONG_TIMEOUT_S))
+    await wakeups.job_added()
+    await wakeups.job_added()  # a second failure within the interval is not logged again
+    assert await waiter < PROMPT_S
+    warnings = [r for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warnings) == 1
+    assert "hunter2-secret" not in caplog.text
+    await wakeups.aclose()
+
+
+def test_sqlite_urls_are_refused(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="PostgreSQL"):
+        PostgresWakeUps(f"sqlite:///{tmp_path / 'wagate.sqlite3'}")
