@@ -44,6 +44,8 @@ class Receiver:
         self.plan: deque[Answer] = deque()
         self.default = default or Answer()
         self.requests: list[Received] = []
+        self.in_flight = 0
+        self.max_in_flight = 0
         self._changed = threading.Condition()
         self._thread = UvicornThread(self._app, port)
         self.port = self._thread.port
@@ -56,9 +58,12 @@ class Receiver:
         body = await request.body()
         with self._changed:
             answer = self.plan.popleft() if self.plan else self.default
+            self.in_flight += 1
+            self.max_in_flight = max(self.max_in_flight, self.in_flight)
         if answer.delay_s:
             await asyncio.sleep(answer.delay_s)
         with self._changed:
+            self.in_flight -= 1
             self.requests.append(
                 Received(
                     {k.lower(): v for k, v in request.headers.items()},

@@ -7,7 +7,7 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Query, Request, Response
 
 from wagate.bootstrap import Runtime
-from wagate.core.errors import BadRequestData
+from wagate.core.errors import BadRequestData, ValidationFailed
 from wagate.core.model import Instance
 from wagate.http.deps import authenticated, get_runtime, json_body_doc, json_response
 from wagate.wire.avatar import fold_avatar
@@ -116,8 +116,10 @@ async def get_contacts(
     runtime: RuntimeDep,
     instance: Annotated[Instance, Depends(authenticated("getContacts"))],
     group: Annotated[bool | None, Query()] = None,
-    count: Annotated[int | None, Query(ge=1)] = None,
+    count: Annotated[int | None, Query(description="At most this many, from 1")] = None,
 ) -> Response:
+    if count is not None and count < 1:
+        raise ValidationFailed("'count' must be greater than or equal to 1")
     runtime.avatars.require_authorized(instance)
     contacts = await runtime.avatars.engine_for(instance).contacts(instance)
     if group is not None:
