@@ -10,6 +10,8 @@ from pathlib import Path
 import psycopg
 import pytest
 from psycopg import sql
+from redis import Redis
+from redis.exceptions import RedisError
 from sqlalchemy.engine import make_url
 
 from wagate.stores import SqlStore, migrate, open_store
@@ -125,3 +127,26 @@ async def store(database_url: str) -> AsyncIterator[SqlStore]:
 
 
 # ============================ end of store and database fixtures =============================
+
+
+# ===================================== Redis fixtures =========================================
+
+# Read at import: the autouse fixture clears WAGATE_* from the environment before tests run.
+_REDIS_URL = os.environ.get("WAGATE_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
+_REQUIRE_REDIS = os.environ.get("WAGATE_REQUIRE_REDIS", "") == "1"
+
+
+@pytest.fixture(scope="session")
+def redis_url() -> str:
+    """The test Redis; skips when unreachable, unless WAGATE_REQUIRE_REDIS=1 (then fails)."""
+    client = Redis.from_url(_REDIS_URL, socket_connect_timeout=1, socket_timeout=1)
+    try:
+        client.ping()
+    except RedisError as exc:
+        reason = f"no Redis at WAGATE_TEST_REDIS_URL={_REDIS_URL} ({type(exc).__name__})"
+        if _REQUIRE_REDIS:
+            pytest.fail(f"WAGATE_REQUIRE_REDIS=1 but {reason}")
+        pytest.skip(reason)
+    finally:
+        client.close()
+    return _REDIS_URL

@@ -8,13 +8,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import uuid
 from collections.abc import AsyncIterator, Callable
 
 import pytest
 from redis import Redis
-from redis.exceptions import RedisError
 
 from wagate.core.errors import RateLimited
 from wagate.core.ports import RateLimits
@@ -22,30 +20,12 @@ from wagate.stores.redis_rate_limits import RedisRateLimiter
 
 pytestmark = pytest.mark.anyio
 
-# Read at import: the autouse fixture clears WAGATE_* from the environment before tests run.
-_REDIS_URL = os.environ.get("WAGATE_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
-_REQUIRE_REDIS = os.environ.get("WAGATE_REQUIRE_REDIS", "") == "1"
 UNREACHABLE = "redis://:hunter2-secret@127.0.0.1:1/0"
 
 
 @pytest.fixture
 def anyio_backend() -> str:
     return "asyncio"
-
-
-@pytest.fixture(scope="module")
-def redis_url() -> str:
-    client = Redis.from_url(_REDIS_URL, socket_connect_timeout=1, socket_timeout=1)
-    try:
-        client.ping()
-    except RedisError as exc:
-        reason = f"no Redis at WAGATE_TEST_REDIS_URL={_REDIS_URL} ({type(exc).__name__})"
-        if _REQUIRE_REDIS:
-            pytest.fail(f"WAGATE_REQUIRE_REDIS=1 but {reason}")
-        pytest.skip(reason)
-    finally:
-        client.close()
-    return _REDIS_URL
 
 
 @pytest.fixture

@@ -97,3 +97,28 @@ def test_two_nodes_never_push_one_instance_concurrently(nodes: list[Demo]) -> No
         assert len({r.headers["webhook-id"] for r in delivered}) == len(sent)
     finally:
         receiver.stop()
+
+
+def test_rate_limits_hold_across_nodes_with_redis(
+    tmp_path: Path, postgres_database: Any, postgres_template: str, redis_url: str
+) -> None:
+    url = postgres_database(postgres_template)
+    servers = [
+        LiveServer(make_settings(tmp_path / name, database_url=url, redis_url=redis_url)).start()
+        for name in ("a", "b")
+    ]
+    try:
+        instance = servers[0].call(lambda rt: rt.instances.create(phone=DEMO_PHONE))
+        a, b = (Demo(server, instance) for server in servers)
+        # getStateInstance allows 1 call a second per instance: node B must see A's call.
+        first = httpx.get(a.method_url("getStateInstance"))
+        second = httpx.get(b.method_url("getStateInstance"))
+        assert first.status_code == 200
+        assert second.status_code == 429
+        assert int(second.headers["Retry-After"]) >= 1
+        # Per-instance: another instance has its own budget on the same nodes.
+        other = servers[1].call(lambda rt: rt.instances.create(phone="11001234568"))
+        assert httpx.get(Demo(servers[0], other).method_url("getStateInstance")).status_code == 200
+    finally:
+        for server in servers:
+            server.stop()
