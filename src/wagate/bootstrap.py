@@ -159,6 +159,9 @@ def _rate_limits(settings: Settings) -> RateLimits:
 async def run_workers(runtime: Runtime) -> AsyncIterator[None]:
     """Run the background loops while the block runs; cancel and await them after it."""
     settings = runtime.settings
+    if settings.is_sqlite:
+        # One server per SQLite file: any lease in it belongs to a process that is gone.
+        await runtime.store.release_leases()
     workers = {
         "avatar-jobs": AvatarJobWorker(
             runtime.store,

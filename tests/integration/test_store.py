@@ -470,3 +470,23 @@ async def test_replay_dead_named_ids(store: SqlStore) -> None:
     assert queued.body == {"n": 2}
     assert queued.receipt_id > other
     assert len(await store.list_notifications(1101000002, NotificationStatus.DEAD)) == 1
+
+
+async def test_release_leases_frees_claims_and_lanes(store: SqlStore) -> None:
+    instance = make_instance()
+    await store.create_instance(instance)
+    await store.update_instance(
+        instance.id, settings=instance.settings.with_changes({"webhook_url": "http://r.test/"})
+    )
+    job = await store.enqueue_avatar_job(instance.id, "11001234568@c.us")
+    await queue(store, instance.id, 1)
+    hour = timedelta(hours=1)
+    assert [j.id for j in await store.claim_avatar_jobs(10, hour)] == [job.id]
+    assert await store.claim_push_lanes(10, hour) == [instance.id]
+    assert await store.claim_avatar_jobs(10, hour) == []
+    assert await store.claim_push_lanes(10, hour) == []
+
+    await store.release_leases()
+
+    assert [j.id for j in await store.claim_avatar_jobs(10, hour)] == [job.id]
+    assert await store.claim_push_lanes(10, hour) == [instance.id]

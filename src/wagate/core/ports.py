@@ -147,6 +147,12 @@ class Store(Protocol):
 
     async def count_avatar_jobs(self, instance_id: int | None = None) -> int: ...
 
+    async def release_leases(self) -> None:
+        """Drop every avatar-job claim and push-lane lease. Only for a server that knows it is
+        the sole one on this database (SQLite): after a crash its work resumes at once instead
+        of when the dead process's leases run out."""
+        ...
+
     # -- notifications ------------------------------------------------------------------------
     async def head_notification(self, instance_id: int) -> Notification | None:
         """The oldest queued notification of the instance."""

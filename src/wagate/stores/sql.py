@@ -339,6 +339,11 @@ class SqlStore(PushDelivery):
         async with self._read() as conn:
             return int((await conn.execute(query)).scalar_one())
 
+    async def release_leases(self) -> None:
+        async with self._write() as conn:
+            await conn.execute(update(avatar_jobs).values(claimed_until=None))
+            await conn.execute(update(push_lanes).values(lease_until=None))
+
     # -- notifications -----------------------------------------------------------------------
 
     async def head_notification(self, instance_id: int) -> Notification | None:

@@ -1,0 +1,204 @@
+"""The `wagate` command line: instance, sandbox and notifications commands, help texts, and a
+change made by the CLI that a running server sees without a restart."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+import subprocess
+import time
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from click.testing import CliRunner, Result
+
+from tests.e2e.conftest import WagateProcess, cli_json, run_cli, wagate_executable
+from wagate.bootstrap import open_runtime, run_workers
+from wagate.cli import main
+from wagate.config import Settings
+from wagate.engines.sandbox_demo import write_demo_world
+from wagate.wire.chat_id import parse_chat_id
+
+SHOW_KEYS = {
+    "idInstance",
+    "apiTokenInstance",
+    "apiUrl",
+    "mediaUrl",
+    "engine",
+    "phone",
+    "stateInstance",
+    "webhookSigningSecret",
+}
+
+
+class Cli:
+    """`wagate ... --data-dir DIR` through click's CliRunner, in this process."""
+
+    def __init__(self, data_dir: Path) -> None:
+        self.data_dir = data_dir
+        self.runner = CliRunner()
+
+    def __call__(self, *args: str, exit_code: int = 0) -> Result:
+        result = self.runner.invoke(main, [*args, "--data-dir", str(self.data_dir)])
+        assert result.exit_code == exit_code, (result.output, result.exception)
+        return result
+
+    def json(self, *args: str) -> Any:
+        return json.loads(self(*args).stdout)
+
+
+def settle_one_dead_notification(data_dir: Path, instance_id: int, chat_id: str) -> None:
+    """Arrange: one real avatarInfo notification, produced by the avatar worker as in a server,
+    then dead-lettered as the retention worker does once it is older than the retention."""
+
+    async def arrange() -> None:
+        settings = Settings(data_dir=data_dir, avatar_timeout_s=0.5, poll_interval_s=0.05)
+        async with open_runtime(settings) as runtime:
+            instance = await runtime.instances.get(instance_id)
+            await runtime.avatars.accept(instance, parse_chat_id(chat_id))
+            async with run_workers(runtime):
+                assert await runtime.notifications.receive(instance, 10) is not None
+            assert await runtime.notifications.dead_letter_expired(timedelta(0)) == 1
+
+    asyncio.run(arrange())
+
+
+def test_instance_sandbox_and_notifications_commands(tmp_path: Path) -> None:
+    cli = Cli(tmp_path / "data")
+    world = write_demo_world(tmp_path / "world")
+    assert cli("sandbox", "load", str(world)).stdout.startswith(f"loaded {world}")
+
+    created = cli.json("instance", "create", "--phone", "11001234567", "--json")
+    assert set(created) == {"idInstance", "apiTokenInstance", "apiUrl", "mediaUrl"}
+    assert isinstance(created["idInstance"], int) and len(str(created["idInstance"])) == 10
+    assert re.fullmatch(r"[0-9a-f]{50}", created["apiTokenInstance"])
+    instance_id = str(created["idInstance"])
+
+    # One instance per phone; a second create without --phone gets a free number.
+    refused = cli("instance", "create", "--phone", "11001234567", exit_code=1)
+    assert refused.stderr.startswith("error: ")
+    other = cli("instance", "create").stdout
+    other_id = re.search(r"^idInstance: (\d+)$", other, re.MULTILINE)
+    assert other_id is not None
+
+    listed = cli.json("instance", "list", "--json")
+    assert {row["idInstance"] for row in listed} == {created["idInstance"], int(other_id[1])}
+    assert all("apiTokenInstance" not in row for row in listed)  # list never shows tokens
+    assert f"{instance_id}  11001234567  sandbox  authorized" in cli("instance", "list").stdout
+
+    shown = cli.json("instance", "show", instance_id, "--json")
+    assert set(shown) == SHOW_KEYS
+    assert {k: shown[k] for k in created} == created
+    assert (shown["engine"], shown["phone"], shown["stateInstance"]) == (
+        "sandbox",
+        "11001234567",
+        "authorized",
+    )
+    assert shown["webhookSigningSecret"].startswith("whsec_")
+
+    rotated = cli.json("instance", "rotate-token", instance_id, "--json")
+    assert rotated["apiTokenInstance"] != created["apiTokenInstance"]
+    assert re.fullmatch(r"[0-9a-f]{50}", rotated["apiTokenInstance"])
+    assert (
+        cli.json("instance", "show", instance_id, "--json")["apiTokenInstance"]
+        == (rotated["apiTokenInstance"])
+    )
+
+    assert cli("instance", "state", instance_id, "notAuthorized").stdout.strip() == (
+        f"instance {instance_id} is notAuthorized"
+    )
+    assert cli.json("instance", "show", instance_id, "--json")["stateInstance"] == "notAuthorized"
+    cli("instance", "state", instance_id, "sleeping", exit_code=2)  # not a state: usage error
+    cli("instance", "state", instance_id, "authorized")
+
+    # Notifications: list the queue and the dead letters, replay the dead ones.
+    settle_one_dead_notification(cli.data_dir, created["idInstance"], "11001234568@c.us")
+    assert cli.json("notifications", "list", instance_id, "--json") == []
+    [dead] = cli.json("notifications", "list", instance_id, "--dead", "--json")
+    assert dead["status"] == "dead"
+    assert dead["body"]["typeWebhook"] == "avatarInfo"
+    assert dead["body"]["avatarInfo"]["chatId"] == "11001234568@c.us"
+    assert "avatarInfo" in cli("notifications", "list", instance_id, "--dead").stdout
+    assert cli("notifications", "replay", instance_id).stdout.strip() == (
+        "replayed 1 notification(s)"
+    )
+    assert cli.json("notifications", "list", instance_id, "--dead", "--json") == []
+    [queued] = cli.json("notifications", "list", instance_id, "--json")
+    assert queued["status"] == "queued"
+    assert queued["body"] == dead["body"]
+    assert queued["receiptId"] > dead["receiptId"]  # replayed at the tail under a new id
+    assert cli("notifications", "replay", instance_id).stdout.strip() == (
+        "replayed 0 notification(s)"
+    )
+
+    assert (
+        cli("instance", "delete", instance_id).stdout.strip() == f"deleted instance {instance_id}"
+    )
+    assert created["idInstance"] not in [
+        row["idInstance"] for row in cli.json("instance", "list", "--json")
+    ]
+    assert cli("instance", "show", instance_id, exit_code=1).stderr.startswith("error: ")
+    assert cli("notifications", "list", instance_id, exit_code=1).stderr.startswith("error: ")
+    cli("instance", "show", "not-a-number", exit_code=2)
+
+
+@pytest.mark.slow
+def test_help_names_the_environment_variables() -> None:
+    top = subprocess.run(
+        [wagate_executable(), "--help"], capture_output=True, text=True, timeout=60, check=True
+    ).stdout
+    for command in ("serve", "migrate", "instance", "sandbox", "notifications"):
+        assert re.search(rf"^\s+{command}\b", top, re.MULTILINE), command
+
+    serve = subprocess.run(
+        [wagate_executable(), "serve", "--help"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    ).stdout
+    for option, variable in [
+        ("--host", "WAGATE_HOST"),
+        ("--port", "WAGATE_PORT"),
+        ("--public-url", "WAGATE_PUBLIC_URL"),
+        ("--data-dir", "WAGATE_DATA_DIR"),
+        ("--database-url", "WAGATE_DATABASE_URL"),
+        ("--demo / --no-demo", "WAGATE_DEMO"),
+    ]:
+        assert option in serve and variable in serve, option
+
+
+@pytest.mark.slow
+def test_running_server_sees_a_cli_state_change(wagate_server: WagateProcess) -> None:
+    wagate_server.start(WAGATE_RATE_LIMITS="off")
+    world = write_demo_world(wagate_server.data_dir.parent / "world")
+    run_cli(wagate_server.data_dir, "sandbox", "load", str(world))
+    created = cli_json(
+        wagate_server.data_dir, "instance", "create", "--phone", "11001234567", "--json"
+    )
+    url = (
+        f"{wagate_server.url}/waInstance{created['idInstance']}/getAvatar/"
+        f"{created['apiTokenInstance']}"
+    )
+    bob = {"chatId": "11001234568@c.us"}
+    before = httpx.post(url, json=bob)
+    assert before.status_code == 200 and before.json()["available"] is True
+
+    run_cli(
+        wagate_server.data_dir, "instance", "state", str(created["idInstance"]), "notAuthorized"
+    )
+    # The change comes from another process, so there is no event: poll with a deadline.
+    deadline = time.monotonic() + 15
+    while True:
+        after = httpx.post(url, json=bob)
+        if after.status_code == 400 or time.monotonic() > deadline:
+            break
+        time.sleep(0.1)
+    assert after.status_code == 400
+    assert after.json()["message"] == "instance account not authorized"
+    assert wagate_server.process is not None and wagate_server.process.poll() is None
+    assert wagate_server.starts == 1  # seen without a restart
