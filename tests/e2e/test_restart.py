@@ -43,10 +43,10 @@ SHOW_KEYS = {
     "webhookSigningSecret",
 }
 # The first server's lookup of the timeout chat would hold the instance's queue for 30 s, and
-# its claim on the job is leased for 2 x 30 + 30 s. A server restarted on the same SQLite file
+# its claim on the job is leased for 2 x 30 + 5 s. A server restarted on the same SQLite file
 # drops the dead process's leases at start, so recovery must come well before that lease ends.
 BLOCKING_TIMEOUT_S = 30
-LEASE_S = 2 * BLOCKING_TIMEOUT_S + 30
+LEASE_S = 2 * BLOCKING_TIMEOUT_S + 5
 RECOVERY_S = 20
 
 

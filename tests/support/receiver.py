@@ -7,6 +7,7 @@ import asyncio
 import json
 import threading
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -105,3 +106,14 @@ class Receiver:
                     f"{[r.answered for r in self.requests]}"
                 )
             return seen()
+
+    def wait_until(
+        self, predicate: Callable[[list[Received]], bool], timeout_s: float = 30
+    ) -> None:
+        """Block until `predicate(requests answered 2xx)` holds, or fail after the timeout."""
+        with self._changed:
+            if not self._changed.wait_for(
+                lambda: predicate([r for r in self.requests if 200 <= r.answered < 300]),
+                timeout_s,
+            ):
+                raise AssertionError(f"waited {timeout_s} s; got {len(self.requests)} requests")

@@ -41,7 +41,7 @@ class AvatarJobWorker:
         self._poll_interval_s = poll_interval_s
         self._phone_digits = phone_digits
         # Longer than any lookup can take, so a live worker never loses its claim.
-        self._lease = timedelta(seconds=avatars.timeout_s * 2 + 30)
+        self._lease = timedelta(seconds=avatars.timeout_s * 2 + 5)
         self._running: set[asyncio.Task[None]] = set()
 
     async def run(self) -> None:

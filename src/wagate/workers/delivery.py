@@ -44,7 +44,7 @@ class PushDispatcher:
         self._max_interval_s = max_interval_s
         self._poll_interval_s = poll_interval_s
         # Outlasts a whole batch of slow attempts only if renewed; renewed well before expiry.
-        self._lease = timedelta(seconds=max(30.0, timeout_s * 2 + 10))
+        self._lease = timedelta(seconds=max(10.0, timeout_s * 2 + 5))
         self._lanes: dict[int, asyncio.Task[None]] = {}
 
     async def run(self) -> None:
