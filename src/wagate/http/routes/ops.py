@@ -33,6 +33,14 @@ async def avatar_file(
     return Response(data, media_type=stored.content_type, headers=headers)
 
 
+@router.api_route(
+    "/ping", methods=["GET", "POST"], summary="Liveness without touching the database"
+)
+async def ping() -> Response:
+    # Also the benchmarks' baseline: the cheapest route through the same stack.
+    return json_response({"pong": True})
+
+
 @router.get("/health", summary="Liveness and database reachability")
 async def health(runtime: RuntimeDep) -> Response:
     await runtime.store.get_meta("public_url")
