@@ -34,13 +34,13 @@ test: $(DEV_STAMP) $(WH2_STAMP)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 lint: $(DEV_STAMP)
-	$(BIN)/ruff check src tests bench
-	$(BIN)/ruff format --check src tests bench
+	$(BIN)/ruff check src tests $(wildcard bench)
+	$(BIN)/ruff format --check src tests $(wildcard bench)
 	$(BIN)/mypy
 
 format: $(DEV_STAMP)
-	$(BIN)/ruff check --fix src tests bench
-	$(BIN)/ruff format src tests bench
+	$(BIN)/ruff check --fix src tests $(wildcard bench)
+	$(BIN)/ruff format src tests $(wildcard bench)
 
 clean:
 	rm -rf $(VENV) $(WH2_VENV) .mypy_cache .ruff_cache .pytest_cache
