@@ -100,7 +100,7 @@ async def open_runtime(
             resolver=resolver,
         )
         stack.push_async_callback(webhooks.aclose)
-        instances = InstanceService(store)
+        instances = InstanceService(store, cache_ttl_s=settings.poll_interval_s)
         runtime: Runtime
         avatars = AvatarService(
             store,
@@ -165,6 +165,7 @@ async def run_workers(runtime: Runtime) -> AsyncIterator[None]:
     workers = {
         "avatar-jobs": AvatarJobWorker(
             runtime.store,
+            runtime.instances,
             runtime.avatars,
             runtime.wakeups,
             concurrency=settings.avatar_workers,

@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import hmac
 import secrets
+import time
 from collections.abc import Callable
 from datetime import UTC, datetime
 
@@ -42,11 +43,23 @@ def parse_instance_id(text: str) -> int:
 
 
 class InstanceService:
-    """Creates, authenticates and changes instances."""
+    """Creates, authenticates and changes instances.
 
-    def __init__(self, store: Store, clock: Callable[[], datetime] | None = None) -> None:
+    Instances are cached for `cache_ttl_s` because every API call authenticates one. Changes
+    made through this service update the cache at once; changes made by another process (the
+    CLI, another node) are seen once the entry expires, so within `cache_ttl_s`.
+    """
+
+    def __init__(
+        self,
+        store: Store,
+        clock: Callable[[], datetime] | None = None,
+        cache_ttl_s: float = 0.0,
+    ) -> None:
         self._store = store
         self._clock = clock or (lambda: datetime.now(UTC))
+        self._cache_ttl_s = cache_ttl_s
+        self._cache: dict[int, tuple[Instance, float]] = {}
 
     async def create(
         self,
@@ -87,6 +100,7 @@ class InstanceService:
                 if await self._store.get_instance_by_phone(phone):
                     raise
                 continue  # the random id was taken: draw another
+            self._remember(instance)
             return instance
         raise WagateError("could not allocate a free idInstance")
 
@@ -99,15 +113,31 @@ class InstanceService:
                 return candidate
         raise WagateError("no free sandbox phone number left")
 
-    async def get(self, instance_id: int) -> Instance:
+    async def find(self, instance_id: int) -> Instance | None:
+        """The instance, from the cache when fresh enough."""
+        cached = self._cache.get(instance_id)
+        if cached is not None and time.monotonic() - cached[1] < self._cache_ttl_s:
+            return cached[0]
         instance = await self._store.get_instance(instance_id)
+        if instance is None:
+            self._cache.pop(instance_id, None)
+        else:
+            self._remember(instance)
+        return instance
+
+    def _remember(self, instance: Instance) -> None:
+        if self._cache_ttl_s > 0:
+            self._cache[instance.id] = (instance, time.monotonic())
+
+    async def get(self, instance_id: int) -> Instance:
+        instance = await self.find(instance_id)
         if instance is None:
             raise UnknownInstance(f"instance {instance_id} does not exist")
         return instance
 
     async def authenticate(self, instance_id: int, api_token: str) -> Instance:
         """The instance if the token matches. Raises `UnknownInstance` or `InvalidToken`."""
-        instance = await self._store.get_instance(instance_id)
+        instance = await self.find(instance_id)
         if instance is None:
             raise UnknownInstance()
         if not hmac.compare_digest(instance.api_token.encode(), api_token.encode()):
@@ -118,6 +148,7 @@ class InstanceService:
         return await self._store.list_instances()
 
     async def delete(self, instance_id: int) -> None:
+        self._cache.pop(instance_id, None)
         if not await self._store.delete_instance(instance_id):
             raise UnknownInstance(f"instance {instance_id} does not exist")
 
@@ -150,5 +181,7 @@ class InstanceService:
             settings=settings,
         )
         if updated is None:
+            self._cache.pop(instance_id, None)
             raise UnknownInstance(f"instance {instance_id} does not exist")
+        self._remember(updated)
         return updated

@@ -65,14 +65,15 @@ class GreenApiGuard:
             elapsed = time.perf_counter() - started
             status = status_holder["status"]
             self.metrics.observe_request(label, status, elapsed)
-            logger.info(
-                "%s %s %s %.1fms",
-                scope["method"],
-                redact_path(scope["path"]),
-                status,
-                elapsed * 1000,
-                extra={"action": "http_request", "method": label, "status": status},
-            )
+            if logger.isEnabledFor(logging.INFO):
+                logger.info(
+                    "%s %s %s %.1fms",
+                    scope["method"],
+                    redact_path(scope["path"]),
+                    status,
+                    elapsed * 1000,
+                    extra={"action": "http_request", "method": label, "status": status},
+                )
 
     def _check_path(self, scope: Scope) -> tuple[str, tuple[int, str] | None]:
         """Canonicalise the path in place; return the metrics label and an early answer, if any."""

@@ -8,6 +8,7 @@ from datetime import UTC, datetime, timedelta
 
 from wagate.core.avatars import AvatarService
 from wagate.core.errors import BadRequestData
+from wagate.core.instances import InstanceService
 from wagate.core.model import AvatarJob, AvatarLookup, AvatarStatus
 from wagate.core.ports import Store, WakeUps
 from wagate.wire.chat_id import parse_chat_id
@@ -27,6 +28,7 @@ class AvatarJobWorker:
     def __init__(
         self,
         store: Store,
+        instances: InstanceService,
         avatars: AvatarService,
         wakeups: WakeUps,
         *,
@@ -35,6 +37,7 @@ class AvatarJobWorker:
         phone_digits: tuple[int, int],
     ) -> None:
         self._store = store
+        self._instances = instances
         self._avatars = avatars
         self._wakeups = wakeups
         self._concurrency = concurrency
@@ -67,7 +70,7 @@ class AvatarJobWorker:
 
     async def _run_job(self, job: AvatarJob) -> None:
         try:
-            instance = await self._store.get_instance(job.instance_id)
+            instance = await self._instances.find(job.instance_id)
             if instance is None:
                 return  # deleted with its jobs; nothing to answer
             try:
