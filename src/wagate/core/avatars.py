@@ -3,14 +3,25 @@
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
 from collections.abc import Callable, Mapping
 
 from wagate.core.errors import InstanceNotAuthorized, WagateError
-from wagate.core.model import AvatarJob, AvatarLookup, AvatarStatus, ChatId, Instance
+from wagate.core.model import (
+    AvatarJob,
+    AvatarLookup,
+    AvatarStatus,
+    ChatId,
+    Instance,
+    StoredImage,
+)
 from wagate.core.ports import Engine, ImageStore, Store, WakeUps
 
 logger = logging.getLogger(__name__)
+
+# Digests known to be stored already: enough for every avatar a busy instance sees.
+_STORED_DIGESTS = 65536
 
 
 class AvatarService:
@@ -35,6 +46,7 @@ class AvatarService:
         self._wakeups = wakeups
         self._public_url = public_url
         self.timeout_s = timeout_s
+        self._stored: dict[str, StoredImage] = {}
 
     def engine_for(self, instance: Instance) -> Engine:
         try:
@@ -67,7 +79,14 @@ class AvatarService:
             return AvatarLookup(AvatarStatus.TIMED_OUT)
         if result.image is None:
             return AvatarLookup(result.status)
-        stored = await self._images.put(result.image)
+        digest = hashlib.sha256(result.image.data).hexdigest()
+        stored = self._stored.get(digest)
+        if stored is None:
+            # Stored once per process: the same bytes always have the same address.
+            stored = await self._images.put(result.image)
+            if len(self._stored) >= _STORED_DIGESTS:
+                self._stored.clear()
+            self._stored[digest] = stored
         return AvatarLookup(AvatarStatus.AVAILABLE, self.url_for(stored.file_name))
 
     async def accept(self, instance: Instance, chat: ChatId) -> AvatarJob:

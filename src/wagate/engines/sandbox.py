@@ -8,10 +8,12 @@ nothing, so a world loaded by the CLI in another process takes effect at once.
 from __future__ import annotations
 
 import logging
+from collections import OrderedDict
 
 import anyio
 
 from wagate.core.model import (
+    AvatarImage,
     AvatarResult,
     AvatarStatus,
     ChatId,
@@ -26,6 +28,9 @@ from wagate.core.model import (
 from wagate.core.ports import ImageStore, Store
 
 logger = logging.getLogger(__name__)
+
+# Sandbox worlds have few avatars; this bounds memory for large ones.
+_IMAGE_CACHE_ENTRIES = 256
 
 _FAULT_RESULTS = {
     FaultKind.RATE_LIMITED: AvatarStatus.RATE_LIMITED,
@@ -52,6 +57,8 @@ class SandboxEngine:
     def __init__(self, store: Store, images: ImageStore) -> None:
         self._store = store
         self._images = images
+        # Images are addressed by their digest, so a cached one can never be stale.
+        self._image_cache: OrderedDict[str, AvatarImage] = OrderedDict()
 
     async def fetch_avatar(self, instance: Instance, chat: ChatId) -> AvatarResult:
         fault = await self._store.get_sandbox_fault(str(chat))
@@ -79,7 +86,7 @@ class SandboxEngine:
     async def _avatar(self, digest: str | None, chat: ChatId) -> AvatarResult:
         if digest is None:
             return AvatarResult(AvatarStatus.NOT_SET)
-        image = await self._images.load(digest)
+        image = await self._load_image(digest)
         if image is None:
             # The world names an image the file store lost (a deleted file, another data dir):
             # answer as WhatsApp would for no avatar rather than fail every lookup.
@@ -91,6 +98,18 @@ class SandboxEngine:
             )
             return AvatarResult(AvatarStatus.NOT_SET)
         return AvatarResult(AvatarStatus.AVAILABLE, image)
+
+    async def _load_image(self, digest: str) -> AvatarImage | None:
+        image = self._image_cache.get(digest)
+        if image is not None:
+            self._image_cache.move_to_end(digest)
+            return image
+        image = await self._images.load(digest)
+        if image is not None:
+            self._image_cache[digest] = image
+            if len(self._image_cache) > _IMAGE_CACHE_ENTRIES:
+                self._image_cache.popitem(last=False)
+        return image
 
     async def state(self, instance: Instance) -> InstanceState:
         """The state the operator gave the instance (`authorized` unless changed)."""
