@@ -8,13 +8,13 @@ from datetime import UTC, datetime
 
 import anyio
 import pytest
-from sqlalchemy import insert, select
+from sqlalchemy import Connection, insert, select
 
 from wagate.core.errors import WagateError
 from wagate.core.images import solid_jpeg, solid_png
 from wagate.core.model import AvatarImage, StoredImage
 from wagate.stores import SqlStore, open_store
-from wagate.stores._connect import create_engines
+from wagate.stores._threads import Database
 from wagate.stores.schema import avatar_images
 from wagate.stores.sql_images import SqlImageStore
 
@@ -41,9 +41,8 @@ def images(store: SqlStore) -> SqlImageStore:
 
 async def stored_digests(store: SqlStore) -> list[str]:
     _, reader = store.engines
-    async with reader.connect() as conn:
-        rows = await conn.execute(select(avatar_images.c.digest).order_by(avatar_images.c.digest))
-        return [str(digest) for digest in rows.scalars()]
+    query = select(avatar_images.c.digest).order_by(avatar_images.c.digest)
+    return await reader.run(lambda conn: [str(digest) for digest in conn.execute(query).scalars()])
 
 
 @pytest.mark.parametrize(
@@ -156,10 +155,13 @@ async def test_open_rejects_malformed_names(
 ) -> None:
     # Rows a sloppy match could find: the digest of every name above, and one in upper case.
     writer, _ = store.engines
-    async with writer.begin() as conn:
+
+    def add_rows(conn: Connection) -> None:
         for digest in ("a" * 64, "A" * 64):
             row = {"digest": digest, "content_type": "image/png", "data": PNG}
-            await conn.execute(insert(avatar_images).values(**row, created_at=datetime.now(UTC)))
+            conn.execute(insert(avatar_images).values(**row, created_at=datetime.now(UTC)))
+
+    await writer.run(add_rows)
     assert await images.open("a" * 64 + ".png") is not None  # the well-formed name is found
     assert await images.open(name) is None
 
@@ -186,11 +188,9 @@ async def test_bytes_survive_the_round_trip(images: SqlImageStore) -> None:
 
 @pytest.fixture
 async def unmigrated_images(empty_database_url: str) -> AsyncIterator[SqlImageStore]:
-    writer, reader = create_engines(empty_database_url)
-    yield SqlImageStore(writer, reader)
-    await writer.dispose()
-    if reader.sync_engine.pool is not writer.sync_engine.pool:
-        await reader.dispose()
+    database = Database(empty_database_url)
+    yield SqlImageStore(database.writer, database.reader)
+    await database.aclose()
 
 
 async def test_database_errors_are_wagate_errors(unmigrated_images: SqlImageStore) -> None:

@@ -7,9 +7,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Engine, event
+from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import URL, make_url
-from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+from sqlalchemy.exc import DBAPIError
 
 # Writers wait this long for another process's write lock (the CLI, a migration) before failing.
 SQLITE_BUSY_TIMEOUT_MS = 5000
@@ -26,16 +26,9 @@ def _parse(database_url: str) -> URL:
     return url
 
 
-def async_url(database_url: str) -> URL:
-    """`sqlite:///…` → `sqlite+aiosqlite:///…`, `postgresql://…` → `postgresql+psycopg://…`."""
-    url = _parse(database_url)
-    if url.get_backend_name() == "sqlite":
-        return url.set(drivername="sqlite+aiosqlite")
-    return url.set(drivername="postgresql+psycopg")
-
-
 def sync_url(database_url: str) -> URL:
-    """The same database through a blocking driver (stdlib sqlite3, psycopg 3), for Alembic."""
+    """The database through a blocking driver (stdlib sqlite3, psycopg 3): `sqlite:///…` →
+    `sqlite+pysqlite:///…`, `postgresql://…` → `postgresql+psycopg://…`."""
     url = _parse(database_url)
     if url.get_backend_name() == "sqlite":
         return url.set(drivername="sqlite+pysqlite")
@@ -105,22 +98,38 @@ def install_sqlite_hooks(engine: Engine, *, immediate: bool) -> None:
 
         @event.listens_for(engine, "begin")
         def _on_begin(connection: Any) -> None:
-            connection.exec_driver_sql("BEGIN IMMEDIATE")
+            # Straight to the driver: the statement needs none of SQLAlchemy's execution
+            # machinery, which costs more than the BEGIN itself. A failure (the lock not
+            # granted within busy_timeout) still leaves as SQLAlchemy's error.
+            try:
+                connection.connection.dbapi_connection.execute("BEGIN IMMEDIATE")
+            except sqlite3.Error as exc:
+                raise DBAPIError.instance("BEGIN IMMEDIATE", (), exc, sqlite3.Error) from exc
 
 
-def create_engines(database_url: str) -> tuple[AsyncEngine, AsyncEngine]:
-    """The writer and reader engines for the store; on PostgreSQL both share one pool."""
-    url = async_url(database_url)
+# Reader threads (and connections) of an SQLite store; its writer is one thread and connection.
+SQLITE_READERS = 4
+# Worker threads of a PostgreSQL store, shared by reads and writes: each holds at most one pooled
+# connection at a time, so the pool (10 kept open, 10 more on demand) never makes one wait.
+POSTGRES_THREADS = 20
+
+
+def create_engines(database_url: str) -> tuple[Engine, Engine]:
+    """The writer and reader engines of the store (blocking drivers, used from its worker
+    threads); on PostgreSQL both share one pool."""
+    url = sync_url(database_url)
     if url.get_backend_name() == "sqlite":
-        # One writer connection: SQLite allows one writer at a time anyway, and queueing in the
-        # pool is cheaper than spinning on busy_timeout. Readers use their own connections (WAL).
-        writer = create_async_engine(
+        # One writer connection: SQLite allows one writer at a time anyway. Readers use their own
+        # connections (WAL), one per reader thread.
+        writer = create_engine(
             url, pool_size=1, max_overflow=0, pool_timeout=60, hide_parameters=True
         )
-        install_sqlite_hooks(writer.sync_engine, immediate=True)
-        reader = create_async_engine(url, pool_size=4, max_overflow=0, hide_parameters=True)
-        install_sqlite_hooks(reader.sync_engine, immediate=False)
+        install_sqlite_hooks(writer, immediate=True)
+        reader = create_engine(
+            url, pool_size=SQLITE_READERS, max_overflow=0, pool_timeout=60, hide_parameters=True
+        )
+        install_sqlite_hooks(reader, immediate=False)
         return writer, reader
-    writer = create_async_engine(url, pool_size=10, max_overflow=10, hide_parameters=True)
+    writer = create_engine(url, pool_size=10, max_overflow=10, hide_parameters=True)
     # Single-statement reads need no BEGIN/ROLLBACK round trips.
     return writer, writer.execution_options(isolation_level="AUTOCOMMIT")

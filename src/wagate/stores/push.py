@@ -13,16 +13,26 @@ blocks `update_instance` and avatar-job claims on PostgreSQL.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from contextlib import AbstractAsyncContextManager
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import ColumnElement, Select, delete, func, literal, or_, select, true, update
+from sqlalchemy import (
+    ColumnElement,
+    Connection,
+    Select,
+    bindparam,
+    delete,
+    func,
+    or_,
+    select,
+    true,
+    update,
+)
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.ext.asyncio import AsyncConnection
 
 from wagate.core.model import Notification
 from wagate.stores import _rows
+from wagate.stores._threads import SqlRunner
 from wagate.stores.queues import QUEUED, now_utc
 from wagate.stores.schema import UtcDateTime, instances, notifications, push_lanes
 
@@ -30,19 +40,23 @@ from wagate.stores.schema import UtcDateTime, instances, notifications, push_lan
 MAX_ERROR_CHARS = 500
 
 
-async def ensure_lane(conn: AsyncConnection, instance_id: int, *, is_postgres: bool) -> None:
+def ensure_lane(conn: Connection, instance_id: int, *, is_postgres: bool) -> None:
     """Give the instance a lane row if it has none (an instance created by a release before 0002
     during a rolling upgrade has none)."""
     upsert = (postgresql.insert if is_postgres else sqlite.insert)(push_lanes)
-    await conn.execute(
+    conn.execute(
         upsert.values(instance_id=instance_id, lease_until=None).on_conflict_do_nothing(
             index_elements=[push_lanes.c.instance_id]
         )
     )
 
 
-def _lane_is_free(now: datetime) -> ColumnElement[bool]:
-    return or_(push_lanes.c.lease_until.is_(None), push_lanes.c.lease_until <= now)
+# The statements below are built once, at import; the current time is bound at each execution.
+_NOW = bindparam("now", type_=UtcDateTime)
+
+
+def _lane_is_free() -> ColumnElement[bool]:
+    return or_(push_lanes.c.lease_until.is_(None), push_lanes.c.lease_until <= _NOW)
 
 
 def _head(column: ColumnElement[Any]) -> Select[Any]:
@@ -59,25 +73,41 @@ def _head(column: ColumnElement[Any]) -> Select[Any]:
     )
 
 
-def _head_due_at(now: datetime) -> ColumnElement[datetime]:
-    """When the lane's head is due: its next_attempt_at, `now` if it was never tried, NULL if
+def _head_due_at() -> ColumnElement[datetime]:
+    """When the lane's head is due: its next_attempt_at, now if it was never tried, NULL if
     the lane has no queued notification."""
-    due_at = func.coalesce(notifications.c.next_attempt_at, literal(now, UtcDateTime))
+    due_at = func.coalesce(notifications.c.next_attempt_at, _NOW)
     return _head(due_at).scalar_subquery()
 
 
-def _free_push_lanes(now: datetime, *columns: ColumnElement[Any]) -> Select[Any]:
+def _free_push_lanes(*columns: ColumnElement[Any]) -> Select[Any]:
     return (
         select(*columns)
         .select_from(push_lanes.join(instances, instances.c.id == push_lanes.c.instance_id))
         # `== true()` renders as the partial index's own predicate, so SQLite can use it.
-        .where(instances.c.push_mode == true(), _lane_is_free(now))
+        .where(instances.c.push_mode == true(), _lane_is_free())
     )
 
 
-async def claim_lanes(
-    conn: AsyncConnection, limit: int, lease: timedelta, *, lock_rows: bool
-) -> list[int]:
+_CLAIMABLE_LANES = (
+    _free_push_lanes(push_lanes.c.instance_id)
+    .where(_head_due_at() <= _NOW)
+    .order_by(_head(notifications.c.receipt_id).scalar_subquery())
+    .limit(bindparam("limit"))
+)
+_LOCK_CLAIMABLE_LANES = _CLAIMABLE_LANES.with_for_update(skip_locked=True, of=push_lanes)
+_LEASE_LANES = (
+    update(push_lanes)
+    .where(push_lanes.c.instance_id.in_(bindparam("lanes", expanding=True)), _lane_is_free())
+    .values(lease_until=bindparam("until", type_=UtcDateTime))
+    .returning(push_lanes.c.instance_id)
+)
+_NEXT_PUSH_DUE = _free_push_lanes(
+    func.min(_head(notifications.c.next_attempt_at).scalar_subquery())
+)
+
+
+def claim_lanes(conn: Connection, limit: int, lease: timedelta, *, lock_rows: bool) -> list[int]:
     """Lease the free, due push lanes, oldest head first; returns their instance ids.
 
     With `lock_rows` (PostgreSQL), candidate lane rows are locked with SKIP LOCKED, so
@@ -87,119 +117,110 @@ async def claim_lanes(
     BEGIN IMMEDIATE transaction already excludes other writers (SQLite).
     """
     now = now_utc()
-    head_receipt = _head(notifications.c.receipt_id).scalar_subquery()
-    candidates = (
-        _free_push_lanes(now, push_lanes.c.instance_id)
-        .where(_head_due_at(now) <= now)
-        .order_by(head_receipt)
-        .limit(limit)
-    )
-    if lock_rows:
-        candidates = candidates.with_for_update(skip_locked=True, of=push_lanes)
-    lane_ids = list((await conn.execute(candidates)).scalars())
+    candidates = _LOCK_CLAIMABLE_LANES if lock_rows else _CLAIMABLE_LANES
+    lane_ids = list(conn.execute(candidates, {"now": now, "limit": limit}).scalars())
     if not lane_ids:
         return []
-    claim = (
-        update(push_lanes)
-        .where(push_lanes.c.instance_id.in_(lane_ids), _lane_is_free(now))
-        .values(lease_until=now + lease)
-        .returning(push_lanes.c.instance_id)
-    )
-    claimed = set((await conn.execute(claim)).scalars())
+    params = {"now": now, "lanes": lane_ids, "until": now + lease}
+    claimed = set(conn.execute(_LEASE_LANES, params).scalars())
     return [lane_id for lane_id in lane_ids if lane_id in claimed]
+
+
+_SET_LEASE = (
+    update(push_lanes)
+    .where(push_lanes.c.instance_id == bindparam("lane"))
+    .values(lease_until=bindparam("until", type_=UtcDateTime))
+)
+_QUEUED_AFTER = (
+    select(notifications)
+    .where(
+        notifications.c.instance_id == bindparam("instance_id"),
+        notifications.c.status == QUEUED,
+        notifications.c.receipt_id > bindparam("after_receipt_id"),
+    )
+    .order_by(notifications.c.receipt_id)
+    .limit(bindparam("limit"))
+)
+_MARK_DELIVERED = delete(notifications).where(
+    notifications.c.instance_id == bindparam("instance_id"),
+    notifications.c.status == QUEUED,
+    notifications.c.receipt_id.in_(bindparam("receipt_ids", expanding=True)),
+)
+_RECORD_FAILURE = (
+    update(notifications)
+    .where(
+        # Not the column names: an UPDATE reserves those for its SET clause.
+        notifications.c.instance_id == bindparam("instance"),
+        notifications.c.receipt_id == bindparam("receipt"),
+        notifications.c.status == QUEUED,
+    )
+    .values(
+        attempts=notifications.c.attempts + 1,
+        last_error=bindparam("error", type_=notifications.c.last_error.type),
+        next_attempt_at=bindparam("retry_at", type_=UtcDateTime),
+    )
+)
 
 
 class PushDelivery:
     """The push-delivery methods of the `Store` port, mixed into `SqlStore`, which provides
-    the transaction helpers declared below. Contracts are on `wagate.core.ports.Store`."""
+    the runners declared below. Contracts are on `wagate.core.ports.Store`."""
 
     _is_postgres: bool
-
-    def _write(self) -> AbstractAsyncContextManager[AsyncConnection]:
-        raise NotImplementedError
-
-    def _read(self) -> AbstractAsyncContextManager[AsyncConnection]:
-        raise NotImplementedError
+    _writer: SqlRunner
+    _reader: SqlRunner
 
     async def claim_push_lanes(self, limit: int, lease: timedelta) -> list[int]:
         """Lease up to `limit` free lanes of push-mode instances whose head is due, oldest head
         first. No two claimers (processes or PostgreSQL nodes) get a lane while it is live."""
         if limit <= 0:
             return []
-        async with self._write() as conn:
-            return await claim_lanes(conn, limit, lease, lock_rows=self._is_postgres)
+        lock_rows = self._is_postgres
+        return await self._writer.run(
+            lambda conn: claim_lanes(conn, limit, lease, lock_rows=lock_rows)
+        )
 
     async def renew_push_lane(self, instance_id: int, lease: timedelta) -> None:
-        statement = (
-            update(push_lanes)
-            .where(push_lanes.c.instance_id == instance_id)
-            .values(lease_until=now_utc() + lease)
-        )
-        async with self._write() as conn:
-            await conn.execute(statement)
+        params = {"lane": instance_id, "until": now_utc() + lease}
+        await self._writer.run(lambda conn: conn.execute(_SET_LEASE, params))
 
     async def release_push_lane(self, instance_id: int) -> None:
-        statement = (
-            update(push_lanes)
-            .where(push_lanes.c.instance_id == instance_id)
-            .values(lease_until=None)
-        )
-        async with self._write() as conn:
-            await conn.execute(statement)
+        params = {"lane": instance_id, "until": None}
+        await self._writer.run(lambda conn: conn.execute(_SET_LEASE, params))
 
     async def queued_notifications(
         self, instance_id: int, limit: int, after_receipt_id: int = 0
     ) -> list[Notification]:
         if limit <= 0:
             return []
-        query = (
-            select(notifications)
-            .where(
-                notifications.c.instance_id == instance_id,
-                notifications.c.status == QUEUED,
-                notifications.c.receipt_id > after_receipt_id,
-            )
-            .order_by(notifications.c.receipt_id)
-            .limit(limit)
+        params = {"instance_id": instance_id, "after_receipt_id": after_receipt_id, "limit": limit}
+        return await self._reader.run(
+            lambda conn: [
+                _rows.notification_from_row(row)
+                for row in conn.execute(_QUEUED_AFTER, params).mappings()
+            ]
         )
-        async with self._read() as conn:
-            rows = (await conn.execute(query)).mappings()
-            return [_rows.notification_from_row(row) for row in rows]
 
     async def mark_delivered(self, instance_id: int, receipt_ids: Sequence[int]) -> int:
         if not receipt_ids:
             return 0
-        statement = delete(notifications).where(
-            notifications.c.instance_id == instance_id,
-            notifications.c.status == QUEUED,
-            notifications.c.receipt_id.in_(list(receipt_ids)),
-        )
-        async with self._write() as conn:
-            return (await conn.execute(statement)).rowcount
+        params = {"instance_id": instance_id, "receipt_ids": list(receipt_ids)}
+        return await self._writer.run(lambda conn: conn.execute(_MARK_DELIVERED, params).rowcount)
 
     async def record_delivery_failure(
         self, instance_id: int, receipt_id: int, error: str, retry_at: datetime
     ) -> None:
-        statement = (
-            update(notifications)
-            .where(
-                notifications.c.instance_id == instance_id,
-                notifications.c.receipt_id == receipt_id,
-                notifications.c.status == QUEUED,
-            )
-            .values(
-                attempts=notifications.c.attempts + 1,
-                last_error=error[:MAX_ERROR_CHARS],
-                next_attempt_at=retry_at,
-            )
-        )
-        async with self._write() as conn:
-            await conn.execute(statement)
+        params = {
+            "instance": instance_id,
+            "receipt": receipt_id,
+            "error": error[:MAX_ERROR_CHARS],
+            "retry_at": retry_at,
+        }
+        await self._writer.run(lambda conn: conn.execute(_RECORD_FAILURE, params))
 
     async def next_push_due(self) -> datetime | None:
-        now = now_utc()
-        retry_at = _head(notifications.c.next_attempt_at).scalar_subquery()
-        query = _free_push_lanes(now, func.min(retry_at))
-        async with self._read() as conn:
-            due: datetime | None = (await conn.execute(query)).scalar()
+        params = {"now": now_utc()}
+        due: datetime | None = await self._reader.run(
+            lambda conn: conn.execute(_NEXT_PUSH_DUE, params).scalar()
+        )
         return due

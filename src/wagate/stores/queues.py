@@ -7,23 +7,91 @@ from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import delete, exists, func, insert, select, update
-from sqlalchemy.ext.asyncio import AsyncConnection
+from sqlalchemy import Connection, bindparam, delete, exists, func, insert, select, update
 
 from wagate.core.model import AvatarJob, Notification, NotificationStatus
 from wagate.stores import _rows
-from wagate.stores.schema import avatar_jobs, instances, notifications
+from wagate.stores.schema import UtcDateTime, avatar_jobs, instances, notifications
 
 QUEUED = NotificationStatus.QUEUED.value
 DEAD = NotificationStatus.DEAD.value
+
+
+# Statements of the frequent calls, built once (see sql.py).
+_INSERT_JOBS = insert(avatar_jobs).returning(avatar_jobs.c.id)
+_INSERT_JOBS_ORDERED = insert(avatar_jobs).returning(avatar_jobs.c.id, sort_by_parameter_order=True)
+_DELETE_JOB = delete(avatar_jobs).where(avatar_jobs.c.id == bindparam("job_id"))
+_ADD_NOTIFICATION = insert(notifications).returning(notifications.c.receipt_id)
 
 
 def now_utc() -> datetime:
     return datetime.now(UTC)
 
 
-async def claim_jobs(
-    conn: AsyncConnection, limit: int, lease: timedelta, *, lock_rows: bool
+def insert_jobs(
+    conn: Connection, requests: Sequence[tuple[int, str, datetime]], *, ordered_returning: bool
+) -> list[AvatarJob]:
+    """Insert jobs given as (instance_id, chat_id, created_at) in one statement, ids growing in
+    list order; returns them in list order. IntegrityError if an instance is gone.
+
+    With `ordered_returning` (PostgreSQL) SQLAlchemy renders an INSERT … SELECT … ORDER BY that
+    assigns ids in parameter order and correlates the returned rows to the parameters. SQLite
+    (which SQLAlchemy would insert row by row for that) assigns rowids in VALUES order, so the
+    sorted ids of one multi-row INSERT are the jobs' ids in list order.
+    """
+    if not requests:
+        return []
+    statement = _INSERT_JOBS_ORDERED if ordered_returning else _INSERT_JOBS
+    rows = [
+        {"instance_id": instance_id, "chat_id": chat_id, "created_at": created_at}
+        for instance_id, chat_id, created_at in requests
+    ]
+    ids = list(conn.execute(statement, rows).scalars())
+    if not ordered_returning:
+        ids.sort()
+    return [
+        AvatarJob(id=job_id, instance_id=instance_id, chat_id=chat_id, created_at=created_at)
+        for job_id, (instance_id, chat_id, created_at) in zip(ids, requests, strict=True)
+    ]
+
+
+# claim_jobs: `live` and `queued` are two views of avatar_jobs in one statement.
+_live = avatar_jobs.alias("live")
+_queued = avatar_jobs.alias("queued")
+_NOW = bindparam("now", type_=UtcDateTime)
+_oldest_job = (
+    select(func.min(_queued.c.id)).where(_queued.c.instance_id == instances.c.id).scalar_subquery()
+)
+_CLAIMABLE_INSTANCES = (
+    select(instances.c.id)
+    .where(
+        exists().where(_queued.c.instance_id == instances.c.id),
+        ~exists().where(_live.c.instance_id == instances.c.id, _live.c.claimed_until > _NOW),
+    )
+    .order_by(_oldest_job)
+    .limit(bindparam("limit"))
+)
+# NO KEY UPDATE: does not block inserts whose foreign keys point at the instance.
+_LOCK_CLAIMABLE_INSTANCES = _CLAIMABLE_INSTANCES.with_for_update(skip_locked=True, key_share=True)
+_CLAIM_OLDEST_JOBS = (
+    update(avatar_jobs)
+    .where(
+        avatar_jobs.c.id.in_(
+            select(func.min(_queued.c.id))
+            .where(_queued.c.instance_id.in_(bindparam("instance_ids", expanding=True)))
+            .group_by(_queued.c.instance_id)
+        ),
+        ~exists().where(
+            _live.c.instance_id == avatar_jobs.c.instance_id, _live.c.claimed_until > _NOW
+        ),
+    )
+    .values(claimed_until=bindparam("until", type_=UtcDateTime))
+    .returning(*avatar_jobs.c)
+)
+
+
+def claim_jobs(
+    conn: Connection, limit: int, lease: timedelta, *, lock_rows: bool
 ) -> list[AvatarJob]:
     """Claim each chosen instance's oldest job, for instances with no live claim, oldest queue
     first. With `lock_rows` (PostgreSQL), the instances are locked first with SKIP LOCKED, so
@@ -31,72 +99,33 @@ async def claim_jobs(
     whose fresh READ COMMITTED snapshot sees every claim committed before the lock was granted.
     Without it, the caller's BEGIN IMMEDIATE transaction already excludes other writers."""
     now = now_utc()
-    live = avatar_jobs.alias("live")
-    queued = avatar_jobs.alias("queued")
-    oldest_job = (
-        select(func.min(queued.c.id))
-        .where(queued.c.instance_id == instances.c.id)
-        .scalar_subquery()
-    )
-    candidates = (
-        select(instances.c.id)
-        .where(
-            exists().where(queued.c.instance_id == instances.c.id),
-            ~exists().where(live.c.instance_id == instances.c.id, live.c.claimed_until > now),
-        )
-        .order_by(oldest_job)
-        .limit(limit)
-    )
-    if lock_rows:
-        # NO KEY UPDATE: does not block inserts whose foreign keys point at the instance.
-        candidates = candidates.with_for_update(skip_locked=True, key_share=True)
-    instance_ids = list((await conn.execute(candidates)).scalars())
+    candidates = _LOCK_CLAIMABLE_INSTANCES if lock_rows else _CLAIMABLE_INSTANCES
+    instance_ids = list(conn.execute(candidates, {"now": now, "limit": limit}).scalars())
     if not instance_ids:
         return []
-    firsts = (
-        select(func.min(queued.c.id))
-        .where(queued.c.instance_id.in_(instance_ids))
-        .group_by(queued.c.instance_id)
-    )
-    claim = (
-        update(avatar_jobs)
-        .where(
-            avatar_jobs.c.id.in_(firsts),
-            ~exists().where(
-                live.c.instance_id == avatar_jobs.c.instance_id, live.c.claimed_until > now
-            ),
-        )
-        .values(claimed_until=now + lease)
-        .returning(*avatar_jobs.c)
-    )
-    rows = (await conn.execute(claim)).mappings().all()
+    params = {"now": now, "instance_ids": instance_ids, "until": now + lease}
+    rows = conn.execute(_CLAIM_OLDEST_JOBS, params).mappings().all()
     return sorted((_rows.job_from_row(row) for row in rows), key=lambda job: job.id)
 
 
-async def complete_job(
-    conn: AsyncConnection, job: AvatarJob, body: Mapping[str, Any]
-) -> Notification:
+def complete_job(conn: Connection, job: AvatarJob, body: Mapping[str, Any]) -> Notification:
     """Delete the job and queue its notification under a fresh webhook id; LookupError, before
     anything is written, if the job is gone."""
-    removed = await conn.execute(delete(avatar_jobs).where(avatar_jobs.c.id == job.id))
+    removed = conn.execute(_DELETE_JOB, {"job_id": job.id})
     if removed.rowcount == 0:
         raise LookupError(f"avatar job {job.id} is no longer queued")
     now = now_utc()
     webhook_id = f"msg_{uuid.uuid4().hex}"
-    add = (
-        insert(notifications)
-        .values(
-            instance_id=job.instance_id,
-            body=_rows.dump_json(dict(body)),
-            status=QUEUED,
-            webhook_id=webhook_id,
-            created_at=now,
-            attempts=0,
-            last_error="",
-        )
-        .returning(notifications.c.receipt_id)
-    )
-    receipt_id = (await conn.execute(add)).scalar_one()
+    row = {
+        "instance_id": job.instance_id,
+        "body": _rows.dump_json(dict(body)),
+        "status": QUEUED,
+        "webhook_id": webhook_id,
+        "created_at": now,
+        "attempts": 0,
+        "last_error": "",
+    }
+    receipt_id = conn.execute(_ADD_NOTIFICATION, row).scalar_one()
     return Notification(
         receipt_id=receipt_id,
         instance_id=job.instance_id,
@@ -107,9 +136,7 @@ async def complete_job(
     )
 
 
-async def replay_dead(
-    conn: AsyncConnection, instance_id: int, receipt_ids: Sequence[int] | None
-) -> int:
+def replay_dead(conn: Connection, instance_id: int, receipt_ids: Sequence[int] | None) -> int:
     """Move the dead notifications to the tail of the queue in their old order; returns how many."""
     conditions = [notifications.c.instance_id == instance_id, notifications.c.status == DEAD]
     if receipt_ids is not None:
@@ -121,12 +148,12 @@ async def replay_dead(
         .where(*conditions)
         .returning(notifications.c.receipt_id, notifications.c.body, notifications.c.webhook_id)
     )
-    dead = sorted((await conn.execute(take)).all(), key=lambda row: row.receipt_id)
+    dead = sorted(conn.execute(take).all(), key=lambda row: row.receipt_id)
     if not dead:
         return 0
     now = now_utc()
     # Executed in list order on both drivers, so new receipt ids keep the old order.
-    await conn.execute(
+    conn.execute(
         insert(notifications),
         [
             {

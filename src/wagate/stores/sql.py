@@ -1,4 +1,4 @@
-"""`SqlStore`: the `Store` port in SQLAlchemy Core, on SQLite (aiosqlite) or PostgreSQL (psycopg 3).
+"""`SqlStore`: the `Store` port in SQLAlchemy Core, on SQLite (sqlite3) or PostgreSQL (psycopg 3).
 
 Statements are dialect-neutral Core with two exceptions, both branched on inside the store:
 claiming avatar jobs and push lanes takes row locks on PostgreSQL (SQLite relies on its single
@@ -8,17 +8,27 @@ The push-delivery methods live in `push.py` (`PushDelivery`).
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable, Generator, Mapping, Sequence
-from contextlib import asynccontextmanager
+from collections.abc import Callable, Generator, Mapping, Sequence
 from datetime import datetime, timedelta
 from types import TracebackType
 from typing import Any, TypeVar
 
 import anyio
-from sqlalchemy import RowMapping, Select, column, delete, func, insert, select, table, update
+from sqlalchemy import (
+    Connection,
+    RowMapping,
+    Select,
+    bindparam,
+    column,
+    delete,
+    func,
+    insert,
+    select,
+    table,
+    update,
+)
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.exc import IntegrityError, SQLAlchemyError
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+from sqlalchemy.exc import IntegrityError
 
 from wagate.core.errors import InstanceConflict, UnknownInstance, WagateError
 from wagate.core.model import (
@@ -33,7 +43,7 @@ from wagate.core.model import (
     SandboxGroup,
 )
 from wagate.stores import _rows, queues
-from wagate.stores._connect import create_engines
+from wagate.stores._threads import Database, GroupCommit, SqlRunner
 from wagate.stores.migrate import is_outdated
 from wagate.stores.push import PushDelivery, ensure_lane
 from wagate.stores.schema import (
@@ -51,6 +61,45 @@ from wagate.stores.world import merge_world
 T = TypeVar("T")
 
 _alembic_version = table("alembic_version", column("version_num"))
+
+# Statements of the frequent calls, built once: on SQLite, building a Core statement costs more
+# than running it. Parameters are bound by name at execution.
+_GET_META = select(meta.c.value).where(meta.c.key == bindparam("key"))
+_GET_INSTANCE = select(instances).where(instances.c.id == bindparam("instance_id"))
+_GET_INSTANCE_BY_PHONE = select(instances).where(instances.c.phone == bindparam("phone"))
+_GET_SANDBOX_ACCOUNT = select(sandbox_accounts).where(sandbox_accounts.c.phone == bindparam("key"))
+_GET_SANDBOX_ACCOUNT_BY_LID = select(sandbox_accounts).where(
+    sandbox_accounts.c.lid == bindparam("key")
+)
+_GET_SANDBOX_GROUP = select(sandbox_groups).where(sandbox_groups.c.chat_id == bindparam("key"))
+_GET_SANDBOX_FAULT = select(sandbox_faults).where(sandbox_faults.c.chat_id == bindparam("key"))
+_LIST_NOTIFICATIONS = (
+    select(notifications)
+    .where(
+        notifications.c.instance_id == bindparam("instance_id"),
+        notifications.c.status == bindparam("status"),
+    )
+    .order_by(notifications.c.receipt_id)
+    .limit(bindparam("limit"))
+)
+_DELETE_QUEUED_NOTIFICATION = delete(notifications).where(
+    notifications.c.instance_id == bindparam("instance_id"),
+    notifications.c.receipt_id == bindparam("receipt_id"),
+    notifications.c.status == queues.QUEUED,
+)
+_COUNT_QUEUED_NOTIFICATIONS = (
+    select(func.count())
+    .select_from(notifications)
+    .where(
+        notifications.c.instance_id == bindparam("instance_id"),
+        notifications.c.status == queues.QUEUED,
+    )
+)
+
+# An `enqueue_avatar_job` call: (instance_id, chat_id, created_at).
+_JobRequest = tuple[int, str, datetime]
+# The most `enqueue_avatar_job` calls one transaction writes.
+_MAX_JOB_BATCH = 256
 
 
 def open_store(database_url: str) -> OpeningStore:
@@ -91,8 +140,7 @@ class OpeningStore:
 
 
 async def _open(database_url: str) -> SqlStore:
-    writer, reader = create_engines(database_url)
-    store = SqlStore(writer, reader)
+    store = SqlStore(Database(database_url))
     try:
         await store._check_schema()
     except BaseException:
@@ -106,20 +154,25 @@ class SqlStore(PushDelivery):
 
     Every method commits before it returns, and a method that writes several rows does so in one
     transaction. Unique violations on instances raise `InstanceConflict`; other database failures
-    (unreachable server, lock timeout) raise `WagateError` with the driver error as its cause,
-    so no SQLAlchemy or driver exception leaves the store. Build it with `open_store`;
-    it is also an async context manager that closes itself.
+    (unreachable server, lock timeout, a closed store) raise `WagateError` with the driver error
+    as its cause, so no SQLAlchemy or driver exception leaves the store. Build it with
+    `open_store`; it is also an async context manager that closes itself.
+
+    Each method runs its whole transaction as one function in a worker thread (`_threads.py`);
+    concurrent `enqueue_avatar_job` calls share one transaction (`GroupCommit`).
     """
 
-    def __init__(self, writer: AsyncEngine, reader: AsyncEngine) -> None:
-        self._writer = writer
-        self._reader = reader
-        self._is_postgres = writer.dialect.name == "postgresql"
+    def __init__(self, database: Database) -> None:
+        self._database = database
+        self._writer = database.writer
+        self._reader = database.reader
+        self._is_postgres = self._writer.is_postgres
+        self._jobs = GroupCommit(self._writer, self._insert_jobs, max_batch=_MAX_JOB_BATCH)
 
     @property
-    def engines(self) -> tuple[AsyncEngine, AsyncEngine]:
-        """The writer and reader engines, for adapters keeping their own tables in this database
-        (`SqlImageStore`). The store still owns them: closing it disposes them."""
+    def engines(self) -> tuple[SqlRunner, SqlRunner]:
+        """The writer and reader runners, for adapters keeping their own tables in this database
+        (`SqlImageStore`). The store still owns them: closing it stops them."""
         return self._writer, self._reader
 
     async def __aenter__(self) -> SqlStore:
@@ -134,34 +187,19 @@ class SqlStore(PushDelivery):
         await self.aclose()
 
     async def aclose(self) -> None:
-        await self._writer.dispose()
-        if self._reader.sync_engine.pool is not self._writer.sync_engine.pool:
-            await self._reader.dispose()
-
-    @asynccontextmanager
-    async def _write(self) -> AsyncIterator[AsyncConnection]:
-        try:
-            async with self._writer.begin() as conn:
-                yield conn
-        except SQLAlchemyError as exc:
-            raise WagateError(f"database error ({type(exc).__name__})") from exc
-
-    @asynccontextmanager
-    async def _read(self) -> AsyncIterator[AsyncConnection]:
-        try:
-            async with self._reader.connect() as conn:
-                yield conn
-        except SQLAlchemyError as exc:
-            raise WagateError(f"database error ({type(exc).__name__})") from exc
+        """Finish the queued work, then stop the threads and close the connections."""
+        await self._database.aclose()
 
     async def _check_schema(self) -> None:
         try:
-            async with self._reader.connect() as conn:
-                revision = (await conn.execute(select(_alembic_version.c.version_num))).scalar()
-        except SQLAlchemyError as exc:
-            cause = str(getattr(exc, "orig", None) or exc).splitlines()[0]
+            revision = await self._reader.run(
+                lambda conn: conn.execute(select(_alembic_version.c.version_num)).scalar()
+            )
+        except WagateError as exc:
+            error = exc.__cause__ or exc
+            cause = str(getattr(error, "orig", None) or error).splitlines()[0]
             message = f"cannot read the wagate schema ({cause}); run `wagate migrate`"
-            raise RuntimeError(message) from exc
+            raise RuntimeError(message) from error
         if revision is None:
             raise RuntimeError("the database has no wagate schema; run `wagate migrate`")
         if await anyio.to_thread.run_sync(is_outdated, revision):
@@ -170,8 +208,8 @@ class SqlStore(PushDelivery):
     # -- metadata ----------------------------------------------------------------------------
 
     async def get_meta(self, key: str) -> str | None:
-        async with self._read() as conn:
-            value = (await conn.execute(select(meta.c.value).where(meta.c.key == key))).scalar()
+        params = {"key": key}
+        value = await self._reader.run(lambda conn: conn.execute(_GET_META, params).scalar())
         return None if value is None else str(value)
 
     async def set_meta(self, key: str, value: str) -> None:
@@ -179,40 +217,54 @@ class SqlStore(PushDelivery):
         statement = upsert.values(key=key, value=value).on_conflict_do_update(
             index_elements=[meta.c.key], set_={"value": value}
         )
-        async with self._write() as conn:
-            await conn.execute(statement)
+        await self._writer.run(lambda conn: conn.execute(statement))
 
     # -- instances ---------------------------------------------------------------------------
 
     async def create_instance(self, instance: Instance) -> None:
-        async with self._write() as conn:
+        values = _rows.instance_values(instance)
+
+        def create(conn: Connection) -> None:
             try:
-                await conn.execute(insert(instances).values(_rows.instance_values(instance)))
+                conn.execute(insert(instances).values(values))
             except IntegrityError as exc:
                 if "phone" in str(exc.orig):
                     raise InstanceConflict(
                         f"an instance for phone {instance.phone} already exists"
                     ) from exc
                 raise InstanceConflict(f"instance {instance.id} already exists") from exc
-            await conn.execute(insert(push_lanes).values(instance_id=instance.id))
+            conn.execute(insert(push_lanes).values(instance_id=instance.id))
 
-    async def _fetch(self, query: Select[Any], convert: Callable[[RowMapping], T]) -> list[T]:
-        async with self._read() as conn:
-            return [convert(row) for row in (await conn.execute(query)).mappings()]
+        await self._writer.run(create)
 
-    async def _fetch_one(self, query: Select[Any], convert: Callable[[RowMapping], T]) -> T | None:
-        found = await self._fetch(query, convert)
+    async def _fetch(
+        self,
+        query: Select[Any],
+        convert: Callable[[RowMapping], T],
+        params: Mapping[str, Any] | None = None,
+    ) -> list[T]:
+        return await self._reader.run(
+            lambda conn: [convert(row) for row in conn.execute(query, params).mappings()]
+        )
+
+    async def _fetch_one(
+        self,
+        query: Select[Any],
+        convert: Callable[[RowMapping], T],
+        params: Mapping[str, Any] | None = None,
+    ) -> T | None:
+        found = await self._fetch(query, convert, params)
         return found[0] if found else None
 
     async def get_instance(self, instance_id: int) -> Instance | None:
-        query = select(instances).where(instances.c.id == instance_id)
-        return await self._fetch_one(query, _rows.instance_from_row)
+        params = {"instance_id": instance_id}
+        return await self._fetch_one(_GET_INSTANCE, _rows.instance_from_row, params)
 
     async def get_instance_by_phone(self, phone: str) -> Instance | None:
         if not phone:
             return None
-        query = select(instances).where(instances.c.phone == phone)
-        return await self._fetch_one(query, _rows.instance_from_row)
+        params = {"phone": phone}
+        return await self._fetch_one(_GET_INSTANCE_BY_PHONE, _rows.instance_from_row, params)
 
     async def list_instances(self) -> list[Instance]:
         query = select(instances).order_by(instances.c.id)
@@ -220,9 +272,9 @@ class SqlStore(PushDelivery):
 
     async def delete_instance(self, instance_id: int) -> bool:
         # Jobs, notifications and the lane go through ON DELETE CASCADE (foreign_keys=ON on SQLite).
-        async with self._write() as conn:
-            result = await conn.execute(delete(instances).where(instances.c.id == instance_id))
-        return result.rowcount > 0
+        statement = delete(instances).where(instances.c.id == instance_id)
+        deleted: int = await self._writer.run(lambda conn: conn.execute(statement).rowcount)
+        return deleted > 0
 
     async def update_instance(
         self,
@@ -251,11 +303,17 @@ class SqlStore(PushDelivery):
             .values(changes)
             .returning(*instances.c)
         )
-        async with self._write() as conn:
-            row = (await conn.execute(statement)).mappings().first()
-            if row is not None and row["push_mode"]:
-                await ensure_lane(conn, instance_id, is_postgres=self._is_postgres)
-        return None if row is None else _rows.instance_from_row(row)
+        is_postgres = self._is_postgres
+
+        def change(conn: Connection) -> Instance | None:
+            row = conn.execute(statement).mappings().first()
+            if row is None:
+                return None
+            if row["push_mode"]:
+                ensure_lane(conn, instance_id, is_postgres=is_postgres)
+            return _rows.instance_from_row(row)
+
+        return await self._writer.run(change)
 
     # -- sandbox world -----------------------------------------------------------------------
 
@@ -267,24 +325,23 @@ class SqlStore(PushDelivery):
     ) -> None:
         """Insert or replace by key, all in one transaction. Raises `WorldFileError` if an
         account's lid belongs to another account."""
-        async with self._write() as conn:
-            await merge_world(conn, accounts, groups, faults)
+        await self._writer.run(lambda conn: merge_world(conn, accounts, groups, faults))
 
     async def get_sandbox_account(self, phone: str) -> SandboxAccount | None:
-        query = select(sandbox_accounts).where(sandbox_accounts.c.phone == phone)
-        return await self._fetch_one(query, _rows.account_from_row)
+        params = {"key": phone}
+        return await self._fetch_one(_GET_SANDBOX_ACCOUNT, _rows.account_from_row, params)
 
     async def get_sandbox_account_by_lid(self, lid: str) -> SandboxAccount | None:
-        query = select(sandbox_accounts).where(sandbox_accounts.c.lid == lid)
-        return await self._fetch_one(query, _rows.account_from_row)
+        params = {"key": lid}
+        return await self._fetch_one(_GET_SANDBOX_ACCOUNT_BY_LID, _rows.account_from_row, params)
 
     async def get_sandbox_group(self, chat_id: str) -> SandboxGroup | None:
-        query = select(sandbox_groups).where(sandbox_groups.c.chat_id == chat_id)
-        return await self._fetch_one(query, _rows.group_from_row)
+        params = {"key": chat_id}
+        return await self._fetch_one(_GET_SANDBOX_GROUP, _rows.group_from_row, params)
 
     async def get_sandbox_fault(self, chat_id: str) -> SandboxFault | None:
-        query = select(sandbox_faults).where(sandbox_faults.c.chat_id == chat_id)
-        return await self._fetch_one(query, _rows.fault_from_row)
+        params = {"key": chat_id}
+        return await self._fetch_one(_GET_SANDBOX_FAULT, _rows.fault_from_row, params)
 
     async def list_sandbox_accounts(self) -> list[SandboxAccount]:
         query = select(sandbox_accounts).order_by(sandbox_accounts.c.phone)
@@ -297,19 +354,38 @@ class SqlStore(PushDelivery):
     # -- avatar jobs -------------------------------------------------------------------------
 
     async def enqueue_avatar_job(self, instance_id: int, chat_id: str) -> AvatarJob:
-        """Record the job durably. Raises `UnknownInstance` if the instance is gone."""
-        now = queues.now_utc()
-        statement = (
-            insert(avatar_jobs)
-            .values(instance_id=instance_id, chat_id=chat_id, created_at=now)
-            .returning(avatar_jobs.c.id)
-        )
-        async with self._write() as conn:
+        """Record the job durably. Raises `UnknownInstance` if the instance is gone.
+
+        Concurrent calls are written together, in call order, by one transaction (group
+        commit): each returns once that transaction has committed.
+        """
+        return await self._jobs.submit((instance_id, chat_id, queues.now_utc()))
+
+    def _insert_jobs(self, requests: Sequence[_JobRequest]) -> list[AvatarJob | BaseException]:
+        """Write one batch of `enqueue_avatar_job` calls; runs in a writer thread."""
+        ordered_returning = self._is_postgres
+
+        def insert_batch(conn: Connection) -> list[AvatarJob]:
             try:
-                job_id = (await conn.execute(statement)).scalar_one()
+                return queues.insert_jobs(conn, requests, ordered_returning=ordered_returning)
             except IntegrityError as exc:
-                raise UnknownInstance(f"instance {instance_id} does not exist") from exc
-        return AvatarJob(id=job_id, instance_id=instance_id, chat_id=chat_id, created_at=now)
+                raise UnknownInstance(f"instance {requests[0][0]} does not exist") from exc
+
+        try:
+            return list(self._writer.call(insert_batch))
+        except UnknownInstance:
+            if len(requests) == 1:
+                raise
+        # Some job's instance is gone, and a multi-row INSERT does not say whose: write the
+        # batch again job by job, in order, each in its own transaction, so that only those
+        # callers fail. (Other errors, such as a lost connection, fail the whole batch.)
+        outcomes: list[AvatarJob | BaseException] = []
+        for request in requests:
+            try:
+                outcomes.extend(self._insert_jobs([request]))
+            except Exception as exc:
+                outcomes.append(exc)
+        return outcomes
 
     async def claim_avatar_jobs(self, limit: int, lease: timedelta) -> list[AvatarJob]:
         """Claim up to `limit` jobs, oldest instance queue first: each instance's oldest job, for
@@ -317,8 +393,10 @@ class SqlStore(PushDelivery):
         claimers (processes or PostgreSQL nodes) get one job, or two jobs of one instance."""
         if limit <= 0:
             return []
-        async with self._write() as conn:
-            return await queues.claim_jobs(conn, limit, lease, lock_rows=self._is_postgres)
+        lock_rows = self._is_postgres
+        return await self._writer.run(
+            lambda conn: queues.claim_jobs(conn, limit, lease, lock_rows=lock_rows)
+        )
 
     async def complete_avatar_job(
         self, job: AvatarJob, notification_body: Mapping[str, Any]
@@ -329,20 +407,23 @@ class SqlStore(PushDelivery):
         after this one's lease expired and completed it first, or its instance was deleted.
         So exactly one notification per job is ever queued.
         """
-        async with self._write() as conn:
-            return await queues.complete_job(conn, job, notification_body)
+        return await self._writer.run(
+            lambda conn: queues.complete_job(conn, job, notification_body)
+        )
 
     async def count_avatar_jobs(self, instance_id: int | None = None) -> int:
         query = select(func.count()).select_from(avatar_jobs)
         if instance_id is not None:
             query = query.where(avatar_jobs.c.instance_id == instance_id)
-        async with self._read() as conn:
-            return int((await conn.execute(query)).scalar_one())
+        return await self._reader.run(lambda conn: int(conn.execute(query).scalar_one()))
 
     async def release_leases(self) -> None:
-        async with self._write() as conn:
-            await conn.execute(update(avatar_jobs).values(claimed_until=None))
-            await conn.execute(update(push_lanes).values(lease_until=None))
+
+        def release(conn: Connection) -> None:
+            conn.execute(update(avatar_jobs).values(claimed_until=None))
+            conn.execute(update(push_lanes).values(lease_until=None))
+
+        await self._writer.run(release)
 
     # -- notifications -----------------------------------------------------------------------
 
@@ -352,33 +433,26 @@ class SqlStore(PushDelivery):
 
     async def delete_notification(self, instance_id: int, receipt_id: int) -> bool:
         """Delete a queued notification; False if the instance has no such queued one."""
-        statement = delete(notifications).where(
-            notifications.c.instance_id == instance_id,
-            notifications.c.receipt_id == receipt_id,
-            notifications.c.status == queues.QUEUED,
+        params = {"instance_id": instance_id, "receipt_id": receipt_id}
+        deleted: int = await self._writer.run(
+            lambda conn: conn.execute(_DELETE_QUEUED_NOTIFICATION, params).rowcount
         )
-        async with self._write() as conn:
-            return (await conn.execute(statement)).rowcount > 0
+        return deleted > 0
 
     async def count_notifications(self, instance_id: int) -> int:
         """How many notifications are queued (dead letters are not counted)."""
-        query = (
-            select(func.count())
-            .select_from(notifications)
-            .where(
-                notifications.c.instance_id == instance_id, notifications.c.status == queues.QUEUED
-            )
+        params = {"instance_id": instance_id}
+        return await self._reader.run(
+            lambda conn: int(conn.execute(_COUNT_QUEUED_NOTIFICATIONS, params).scalar_one())
         )
-        async with self._read() as conn:
-            return int((await conn.execute(query)).scalar_one())
 
     async def clear_notifications(self, instance_id: int) -> int:
         """Delete the queued notifications (not the dead letters); returns how many."""
         statement = delete(notifications).where(
             notifications.c.instance_id == instance_id, notifications.c.status == queues.QUEUED
         )
-        async with self._write() as conn:
-            return (await conn.execute(statement)).rowcount
+        cleared: int = await self._writer.run(lambda conn: conn.execute(statement).rowcount)
+        return cleared
 
     async def dead_letter_expired(self, created_before: datetime) -> int:
         statement = (
@@ -388,27 +462,21 @@ class SqlStore(PushDelivery):
             )
             .values(status=queues.DEAD)
         )
-        async with self._write() as conn:
-            return (await conn.execute(statement)).rowcount
+        expired: int = await self._writer.run(lambda conn: conn.execute(statement).rowcount)
+        return expired
 
     async def list_notifications(
         self, instance_id: int, status: NotificationStatus, limit: int = 100
     ) -> list[Notification]:
         """The instance's notifications with this status, oldest (lowest receipt id) first."""
-        query = (
-            select(notifications)
-            .where(
-                notifications.c.instance_id == instance_id, notifications.c.status == status.value
-            )
-            .order_by(notifications.c.receipt_id)
-            .limit(limit)
-        )
-        return await self._fetch(query, _rows.notification_from_row)
+        params = {"instance_id": instance_id, "status": status.value, "limit": limit}
+        return await self._fetch(_LIST_NOTIFICATIONS, _rows.notification_from_row, params)
 
     async def replay_dead(self, instance_id: int, receipt_ids: Sequence[int] | None = None) -> int:
         """Queue dead notifications again at the tail, in their old order, under new receipt ids;
         body and webhook id are kept, attempts start over. Unknown or queued ids are ignored."""
         if receipt_ids is not None and not receipt_ids:
             return 0
-        async with self._write() as conn:
-            return await queues.replay_dead(conn, instance_id, receipt_ids)
+        return await self._writer.run(
+            lambda conn: queues.replay_dead(conn, instance_id, receipt_ids)
+        )

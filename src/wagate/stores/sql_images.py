@@ -14,12 +14,10 @@ from datetime import UTC, datetime
 
 from sqlalchemy import select
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.exc import SQLAlchemyError
-from sqlalchemy.ext.asyncio import AsyncEngine
 
-from wagate.core.errors import WagateError
 from wagate.core.images import sniff_content_type
 from wagate.core.model import AvatarImage, StoredImage
+from wagate.stores._threads import SqlRunner
 from wagate.stores.schema import avatar_images
 
 logger = logging.getLogger(__name__)
@@ -32,16 +30,17 @@ _DIGEST = re.compile(r"[0-9a-f]{64}")
 class SqlImageStore:
     """The `ImageStore` port over the `avatar_images` table (migration 0003).
 
-    Build it on a `SqlStore`'s engines, which it borrows and never disposes:
-    `SqlImageStore(*store.engines)`. `put` refuses bytes that are not JPEG, PNG or WebP with
+    Build it on a `SqlStore`'s runners, which it borrows and never closes:
+    `SqlImageStore(*store.engines)`; its writes go through the store's writer (on SQLite, its one
+    writer thread and connection). `put` refuses bytes that are not JPEG, PNG or WebP with
     `ValueError`. `open` and `load` answer None for a name or digest that is malformed or not
     stored. Database failures raise `WagateError` with the driver error as its cause.
     """
 
-    def __init__(self, writer: AsyncEngine, reader: AsyncEngine | None = None) -> None:
+    def __init__(self, writer: SqlRunner, reader: SqlRunner | None = None) -> None:
         self._writer = writer
         self._reader = reader or writer
-        self._is_postgres = writer.dialect.name == "postgresql"
+        self._is_postgres = writer.is_postgres
 
     async def put(self, image: AvatarImage) -> StoredImage:
         """Store the image (a no-op if these bytes are stored already) and return its address.
@@ -72,12 +71,8 @@ class SqlImageStore:
             data=image.data,
             created_at=datetime.now(UTC),
         ).on_conflict_do_nothing(index_elements=[avatar_images.c.digest])
-        try:
-            async with self._writer.begin() as conn:
-                # Another node may have stored the same bytes since the read: same row, no-op.
-                await conn.execute(statement)
-        except SQLAlchemyError as exc:
-            raise WagateError(f"database error ({type(exc).__name__})") from exc
+        # Another node may have stored the same bytes since the read: same row, no-op.
+        await self._writer.run(lambda conn: conn.execute(statement))
         return stored
 
     async def open(self, file_name: str) -> tuple[StoredImage, bytes] | None:
@@ -104,18 +99,10 @@ class SqlImageStore:
         query = select(avatar_images.c.content_type, avatar_images.c.data).where(
             avatar_images.c.digest == digest
         )
-        try:
-            async with self._reader.connect() as conn:
-                row = (await conn.execute(query)).first()
-        except SQLAlchemyError as exc:
-            raise WagateError(f"database error ({type(exc).__name__})") from exc
+        row = await self._reader.run(lambda conn: conn.execute(query).first())
         return None if row is None else AvatarImage(bytes(row.data), str(row.content_type))
 
     async def _content_type(self, digest: str) -> str | None:
         query = select(avatar_images.c.content_type).where(avatar_images.c.digest == digest)
-        try:
-            async with self._reader.connect() as conn:
-                found = (await conn.execute(query)).scalar()
-        except SQLAlchemyError as exc:
-            raise WagateError(f"database error ({type(exc).__name__})") from exc
+        found = await self._reader.run(lambda conn: conn.execute(query).scalar())
         return None if found is None else str(found)

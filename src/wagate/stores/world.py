@@ -5,9 +5,8 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-from sqlalchemy import Column, Table, delete, insert
+from sqlalchemy import Column, Connection, Table, delete, insert
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.ext.asyncio import AsyncConnection
 
 from wagate.core.errors import WorldFileError
 from wagate.core.model import SandboxAccount, SandboxFault, SandboxGroup
@@ -18,20 +17,20 @@ from wagate.stores.schema import sandbox_accounts, sandbox_faults, sandbox_group
 _CHUNK = 500
 
 
-async def _replace(
-    conn: AsyncConnection, table: Table, key: Column[Any], rows: Iterable[dict[str, Any]]
+def _replace(
+    conn: Connection, table: Table, key: Column[Any], rows: Iterable[dict[str, Any]]
 ) -> None:
     # Last one wins when a key repeats, as it would with one upsert after another.
     by_key = {row[key.name]: row for row in rows}
     keys = list(by_key)
     for start in range(0, len(keys), _CHUNK):
-        await conn.execute(delete(table).where(key.in_(keys[start : start + _CHUNK])))
+        conn.execute(delete(table).where(key.in_(keys[start : start + _CHUNK])))
     if by_key:
-        await conn.execute(insert(table), list(by_key.values()))
+        conn.execute(insert(table), list(by_key.values()))
 
 
-async def merge_world(
-    conn: AsyncConnection,
+def merge_world(
+    conn: Connection,
     accounts: Sequence[SandboxAccount],
     groups: Sequence[SandboxGroup],
     faults: Sequence[SandboxFault],
@@ -43,7 +42,7 @@ async def merge_world(
     account's lid is already another account's.
     """
     try:
-        await _replace(
+        _replace(
             conn,
             sandbox_accounts,
             sandbox_accounts.c.phone,
@@ -51,13 +50,13 @@ async def merge_world(
         )
     except IntegrityError as exc:
         raise WorldFileError("a lid is given to two different accounts") from exc
-    await _replace(
+    _replace(
         conn,
         sandbox_groups,
         sandbox_groups.c.chat_id,
         (_rows.group_values(group) for group in groups),
     )
-    await _replace(
+    _replace(
         conn,
         sandbox_faults,
         sandbox_faults.c.chat_id,

@@ -16,6 +16,8 @@ from wagate.wire.notifications import avatar_info_notification
 
 logger = logging.getLogger(__name__)
 
+_COALESCE_S = 0.002
+
 
 class AvatarJobWorker:
     """Claims jobs (one at a time per instance, in acknowledgement order) and runs them
@@ -63,6 +65,9 @@ class AvatarJobWorker:
                     task.add_done_callback(self._running.discard)
                 if not claimed:
                     await self._wakeups.wait_job(self._poll_interval_s)
+                    # Under load every acknowledgement signals; one claim a moment later serves
+                    # all that arrived meanwhile, instead of a write transaction per request.
+                    await asyncio.sleep(_COALESCE_S)
         finally:
             for task in self._running:
                 task.cancel()
