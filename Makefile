@@ -44,3 +44,21 @@ format: $(DEV_STAMP)
 
 clean:
 	rm -rf $(VENV) $(WH2_VENV) .mypy_cache .ruff_cache .pytest_cache
+
+# ---- benchmarks (bench/, docs/benchmarks.md) --------------------------------------------------
+# `make bench` runs every benchmark and rewrites the results section of docs/benchmarks.md;
+# `make bench-smoke` runs each in its few-seconds smoke mode and writes nothing.
+# BENCH_ARGS passes options to bench/run_all.py, e.g. BENCH_ARGS=--only=P1,P4
+.PHONY: bench bench-smoke bench-wrk
+
+bench-wrk:
+	@command -v wrk >/dev/null 2>&1 || { \
+		echo "wrk is missing: installing it (apt-get install wrk)"; \
+		SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+		$$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq wrk; }
+
+bench: $(RUN_STAMP) bench-wrk
+	$(BIN)/python bench/run_all.py $(BENCH_ARGS)
+
+bench-smoke: $(RUN_STAMP) bench-wrk
+	$(BIN)/python bench/run_all.py --smoke $(BENCH_ARGS)
