@@ -227,9 +227,12 @@ class Store(Protocol):
 class WebhookSender(Protocol):
     """POSTs notification bodies to receivers."""
 
-    async def post(self, url: str, headers: Mapping[str, str], body: bytes) -> DeliveryAttempt:
+    async def post(
+        self, url: str, headers: Mapping[str, str], body: bytes, lane: str = ""
+    ) -> DeliveryAttempt:
         """One attempt, bounded by the configured timeout. Never raises for what a receiver or
-        the network does (refused address, timeout, connection error): that is the attempt."""
+        the network does (refused address, timeout, connection error): that is the attempt.
+        Attempts of one `lane` (an instance) reuse its keep-alive connection."""
         ...
 
     async def check_url(self, url: str) -> None:

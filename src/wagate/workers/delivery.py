@@ -144,7 +144,9 @@ class PushDispatcher:
             body,
             instance.settings.webhook_url_token,
         )
-        attempt = await self._sender.post(instance.settings.webhook_url, headers, body)
+        attempt = await self._sender.post(
+            instance.settings.webhook_url, headers, body, lane=str(instance.id)
+        )
         if attempt.is_delivered:
             return True
         failures = notification.attempts + 1

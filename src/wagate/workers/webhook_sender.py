@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import socket
 import ssl
+from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from typing import Any
 from urllib.parse import urlsplit
@@ -103,16 +104,38 @@ class HttpWebhookSender:
         self._policy = policy
         self._timeout_s = timeout_s
         self._resolver = resolver
-        self._pool = httpcore.AsyncConnectionPool(
-            ssl_context=ssl.create_default_context(),
-            max_connections=max_connections,
-            max_keepalive_connections=max_connections,
+        self._backend = _GuardedBackend(policy, resolver)
+        self._ssl_context = ssl.create_default_context()
+        # A small pool per lane, not one big pool: httpcore checks every pooled connection on
+        # each request, which made 64 busy lanes slower in total than one.
+        self._pools: OrderedDict[str, httpcore.AsyncConnectionPool] = OrderedDict()
+        self._max_pools = max_connections * 4
+
+    def _pool_for(self, lane: str) -> tuple[httpcore.AsyncConnectionPool, list[Any]]:
+        pool = self._pools.get(lane)
+        if pool is not None:
+            self._pools.move_to_end(lane)
+            return pool, []
+        pool = httpcore.AsyncConnectionPool(
+            ssl_context=self._ssl_context,
+            max_connections=2,
+            max_keepalive_connections=1,
             keepalive_expiry=60,
             retries=0,
-            network_backend=_GuardedBackend(policy, resolver),
+            network_backend=self._backend,
         )
+        self._pools[lane] = pool
+        evicted = []
+        while len(self._pools) > self._max_pools:
+            evicted.append(self._pools.popitem(last=False)[1])
+        return pool, evicted
 
-    async def post(self, url: str, headers: Mapping[str, str], body: bytes) -> DeliveryAttempt:
+    async def post(
+        self, url: str, headers: Mapping[str, str], body: bytes, lane: str = ""
+    ) -> DeliveryAttempt:
+        pool, evicted = self._pool_for(lane)
+        for old in evicted:
+            await old.aclose()
         request_headers = [(k.encode(), v.encode()) for k, v in headers.items()]
         request_headers.append((b"User-Agent", USER_AGENT.encode()))
         timeout = {
@@ -123,7 +146,7 @@ class HttpWebhookSender:
         }
         try:
             async with asyncio.timeout(self._timeout_s):
-                async with self._pool.stream(
+                async with pool.stream(
                     "POST",
                     url,
                     headers=request_headers,
@@ -167,7 +190,9 @@ class HttpWebhookSender:
             raise ValidationFailed(f"'webhookUrl' points to a refused address ({refused[0]})")
 
     async def aclose(self) -> None:
-        await self._pool.aclose()
+        pools, self._pools = list(self._pools.values()), OrderedDict()
+        for pool in pools:
+            await pool.aclose()
 
 
 def _always_refused(address: str) -> bool:
