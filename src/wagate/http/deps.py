@@ -17,7 +17,8 @@ IdInstance = Annotated[str, Path(description="idInstance: 10 digits", examples=[
 ApiToken = Annotated[str, Path(description="apiTokenInstance: 50 lowercase hex characters")]
 
 
-def get_runtime(request: Request) -> Runtime:
+# Dependencies are async on purpose: FastAPI runs a plain `def` dependency in a worker thread.
+async def get_runtime(request: Request) -> Runtime:
     runtime: Runtime = request.app.state.runtime
     return runtime
 

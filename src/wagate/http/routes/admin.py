@@ -20,7 +20,7 @@ from wagate.wire.bodies import validate_body
 router = APIRouter(prefix="/admin", tags=["admin"])
 
 
-def admin_runtime(
+async def admin_runtime(
     runtime: Annotated[Runtime, Depends(get_runtime)],
     authorization: Annotated[str, Header(description="Bearer <partner token>")] = "",
 ) -> Runtime:

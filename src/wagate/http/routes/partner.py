@@ -19,7 +19,7 @@ router = APIRouter(prefix="/partner", tags=["partner"])
 PartnerToken = Annotated[str, Path(description="The partner token (WAGATE_PARTNER_TOKEN)")]
 
 
-def partner_runtime(
+async def partner_runtime(
     partnerToken: PartnerToken,
     runtime: Annotated[Runtime, Depends(get_runtime)],
 ) -> Runtime:
