@@ -1,4 +1,5 @@
-# `make run` and `make test` work on a fresh machine: each creates the virtualenv if needed.
+# `make run` and `make test` work on a fresh machine: each creates the virtualenv if needed
+# (`make test` also installs wrk from Debian for the benchmark smoke tests).
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
@@ -30,7 +31,7 @@ $(WH2_STAMP): tests/receivers/requirements-wh2.txt
 run: $(RUN_STAMP)
 	$(BIN)/wagate serve
 
-test: $(DEV_STAMP) $(WH2_STAMP)
+test: $(DEV_STAMP) $(WH2_STAMP) bench-wrk
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 lint: $(DEV_STAMP)

@@ -10,7 +10,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from psycopg import errors as pg_errors
 from sqlalchemy import Connection, insert, select
+from sqlalchemy.exc import OperationalError
 
 from tests.integration.test_store import make_instance
 from wagate.core.errors import UnknownInstance, WagateError
@@ -337,3 +339,23 @@ async def test_sqlite_write_lock_held_elsewhere_is_a_wagate_error(
         await store.set_meta("blocked", "1")
         assert await store.get_meta("blocked") == "1"
         assert await store.get_meta("held") == "1"
+
+
+async def test_a_deadlock_victim_transaction_is_run_again(store: SqlStore) -> None:
+    writer, _ = store.engines
+    calls: list[int] = []
+
+    def deadlocks_once(conn: Connection) -> str:
+        calls.append(1)
+        if len(calls) == 1:
+            raise OperationalError("DELETE ...", {}, pg_errors.DeadlockDetected("deadlock"))
+        return "committed"
+
+    assert await writer.run(deadlocks_once) == "committed"
+    assert len(calls) == 2
+
+    def always_fails(conn: Connection) -> str:
+        raise OperationalError("SELECT ...", {}, pg_errors.InsufficientPrivilege("no"))
+
+    with pytest.raises(WagateError, match="database error"):
+        await writer.run(always_fails)

@@ -26,13 +26,17 @@ from collections import deque
 from collections.abc import Callable, Sequence
 from typing import Any, Generic, NamedTuple, TypeVar
 
+from psycopg import errors as pg_errors
 from sqlalchemy import Connection, Engine
-from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.exc import OperationalError, SQLAlchemyError
 
 from wagate.core.errors import WagateError
 from wagate.stores._connect import POSTGRES_THREADS, SQLITE_READERS, create_engines
 
 logger = logging.getLogger(__name__)
+
+_RETRIES = 3
+_RETRYABLE = (pg_errors.DeadlockDetected, pg_errors.SerializationFailure)
 
 T = TypeVar("T")
 I = TypeVar("I")  # noqa: E741 - an item of a group commit
@@ -162,16 +166,30 @@ class SqlRunner:
         self._workers.put(job)
 
     def call(self, fn: Callable[[Connection], T]) -> T:
-        """`fn(connection)` inside one transaction, here and now: only from a worker thread."""
-        try:
-            if not self._keep_connections:
-                with self.engine.begin() as conn:
-                    return fn(conn)
-            conn = self._thread_connection()
-            with conn.begin():
+        """`fn(connection)` inside one transaction, here and now: only from a worker thread.
+
+        A transaction PostgreSQL aborted as a deadlock victim or for a serialization conflict is
+        run again (it was rolled back whole): deleting an instance while other nodes complete its
+        jobs can deadlock on the cascade, and that is nobody's error.
+        """
+        for attempt in range(_RETRIES + 1):
+            try:
+                return self._call_once(fn)
+            except OperationalError as exc:
+                if attempt == _RETRIES or not isinstance(exc.orig, _RETRYABLE):
+                    raise WagateError(f"database error ({type(exc).__name__})") from exc
+                logger.info("retrying a transaction after %s", type(exc.orig).__name__)
+            except SQLAlchemyError as exc:
+                raise WagateError(f"database error ({type(exc).__name__})") from exc
+        raise AssertionError("unreachable")
+
+    def _call_once(self, fn: Callable[[Connection], T]) -> T:
+        if not self._keep_connections:
+            with self.engine.begin() as conn:
                 return fn(conn)
-        except SQLAlchemyError as exc:
-            raise WagateError(f"database error ({type(exc).__name__})") from exc
+        conn = self._thread_connection()
+        with conn.begin():
+            return fn(conn)
 
     def _thread_connection(self) -> Connection:
         conn: Connection | None = getattr(self._local, "connection", None)

@@ -1,0 +1,184 @@
+"""P2 end-to-end latency: getAvatarAsync sent -> avatarInfo webhook received, at half the
+maximum accept rate.
+
+First the maximum accept rate is measured in this same run, as in P1 (wrk, one thread, 32
+connections), on a separate polling-mode instance that is then deleted: its pending avatar jobs
+go with it, so the latency runs start with an idle worker.
+Then a separate process (`loadgen.py openloop`) sends getAvatarAsync open loop at half that rate:
+request i is due at t0 + i/rate whether or not earlier ones were answered, each with its own
+chatId, round-robin over a few push-mode instances (default 10; one WhatsApp account sending
+hundreds of lookups per second would be unrealistic, and the spec runs one instance's jobs in
+sequence). The webhook receiver is another process (`receiver.py`, bare ASGI under uvicorn) that
+records when each chatId's notification arrived. Latency = arrival - *intended* send time, so
+a load generator that falls behind cannot hide latency (no coordinated omission); its lag is
+reported too. Both processes read the same clock (`time.time()` on one machine).
+
+Baseline (context): the p99 of the 200 acknowledgements in the same open-loop run, i.e. the
+synchronous part of the request. Target: end-to-end p99 <= 25 ms.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+from common import (
+    CHAT_ID,
+    Figure,
+    Receiver,
+    Report,
+    Server,
+    WrkSettings,
+    arg_parser,
+    cpu_seconds,
+    percentile,
+    post_script,
+    require_wrk,
+    run_helper,
+    run_wrk,
+    sqlite_scalar,
+    work_dir,
+)
+
+
+def main() -> None:
+    parser = arg_parser(__doc__)
+    parser.add_argument("--instances", type=int, default=10, help="push-mode instances")
+    parser.add_argument("--seconds", type=float, default=10, help="open-loop duration per run")
+    args = parser.parse_args()
+    require_wrk()
+    smoke = args.smoke
+    repeats = 1 if smoke else args.repeats
+    seconds = 1.0 if smoke else args.seconds
+    report = Report("P2", "end-to-end latency at half the maximum accept rate", smoke)
+    with work_dir(args.keep) as tmp:
+        receiver = Receiver()
+        server = Server(tmp).start()
+        try:
+            probe = server.create_instance()
+            script = post_script(tmp / "post.lua", {"chatId": CHAT_ID})
+            url = server.url + probe.path("getAvatarAsync")
+            if not smoke:
+                run_wrk(url, WrkSettings(1, 32, 1), script)  # warm-up
+            max_rate = run_wrk(url, WrkSettings(1, 32, 1 if smoke else 5), script).ok_rps
+            server.delete_instance(probe)
+            pending = sqlite_scalar(server, "SELECT count(*) FROM avatar_jobs")
+            assert pending == 0, f"{pending} avatar jobs left after deleting the probe"
+            rate = max_rate / 2
+            report.note(
+                f"max accept rate {max_rate:,.0f}/s measured first; sending at {rate:,.0f}/s"
+            )
+            pushed = [server.create_instance() for _ in range(args.instances)]
+            for instance in pushed:
+                server.call(instance, "setSettings", "POST", {"webhookUrl": receiver.url + "/hook"})
+            instances_file = tmp / "instances.json"
+            instances_file.write_text(json.dumps([[i.id, i.token] for i in pushed]))
+            runs = []
+            for i in range(repeats):
+                runs.append(
+                    one_run(server, receiver, instances_file, rate, seconds, i, tmp, report, smoke)
+                )
+        finally:
+            server.stop()
+            receiver.stop()
+    report.add(
+        Figure(
+            "P2.e2e_p99",
+            "request sent -> webhook received, p99",
+            "ms",
+            [r["p99"] for r in runs],
+            "acknowledgement p99 ms (same run)",
+            [r["ack_p99"] for r in runs],
+            "value",
+            "<=",
+            25,
+        )
+    )
+    report.add(
+        Figure(
+            "P2.e2e_p50",
+            "request sent -> webhook received, p50",
+            "ms",
+            [r["p50"] for r in runs],
+            "acknowledgement p50 ms (same run)",
+            [r["ack_p50"] for r in runs],
+        )
+    )
+    report.add(Figure("P2.rate", "open-loop send rate (half the max)", "req/s", [rate] * repeats))
+    report.add(
+        Figure(
+            "P2.delivered_rate",
+            "end-to-end delivery rate (notifications / first send to last arrival)",
+            "req/s",
+            [r["delivered_rate"] for r in runs],
+            "open-loop send rate req/s",
+            [rate] * repeats,
+        )
+    )
+    report.finish(args.json)
+
+
+def one_run(
+    server: Server,
+    receiver: Receiver,
+    instances_file: Path,
+    rate: float,
+    seconds: float,
+    index: int,
+    tmp: Path,
+    report: Report,
+    smoke: bool,
+) -> dict[str, float]:
+    receiver.reset()
+    count = max(20, int(rate * seconds))
+    out = tmp / f"sent-{index}.json"
+    before, began = cpu_seconds(server.pid), time.monotonic()
+    sent = run_helper(
+        "loadgen.py",
+        "openloop",
+        "--port",
+        str(server.port),
+        "--instances",
+        str(instances_file),
+        "--rate",
+        f"{rate:.3f}",
+        "--count",
+        str(count),
+        "--first-chat",
+        str(11_100_000_000 + index * 1_000_000),
+        "--out",
+        str(out),
+    )
+    complete = receiver.wait_for(count, timeout_s=(15 if smoke else 60) + count / 50)
+    server_cpu = (cpu_seconds(server.pid) - before) / (time.monotonic() - began)
+    arrivals = receiver.dump()
+    intended: dict[str, float] = json.loads(out.read_text())
+    latencies = [(arrivals[c] - t) * 1000 for c, t in intended.items() if c in arrivals]
+    missing = count - len(latencies)
+    if missing:
+        # Counted as infinitely late: a lost or stuck notification must not improve the p99.
+        latencies += [float("inf")] * missing
+    last = max(arrivals.values(), default=0.0)
+    first_due = min(intended.values(), default=0.0)
+    result = {
+        "delivered_rate": len(arrivals) / (last - first_due) if last > first_due else 0.0,
+        "p50": percentile(latencies, 50),
+        "p99": percentile(latencies, 99),
+        "ack_p50": sent["ack_ms"]["p50"],
+        "ack_p99": sent["ack_ms"]["p99"],
+    }
+    report.note(
+        f"run {index + 1}: {count} requests in {sent['seconds']:.1f} s, statuses "
+        f"{sent['statuses']}, {'all' if complete else 'NOT all'} delivered "
+        f"(last {last - first_due - sent['seconds']:.2f} s after the last send), "
+        f"p50 {result['p50']:.1f} ms, p99 {result['p99']:.1f} ms, ack p99 "
+        f"{result['ack_p99']:.1f} ms, sender lag p99 {sent['send_lag_ms']['p99']:.2f} ms, "
+        f"server CPU {server_cpu:.0%} of a core until delivered, client CPU "
+        f"{sent['cpu_s'] / sent['seconds']:.0%}"
+    )
+    return result
+
+
+if __name__ == "__main__":
+    main()
