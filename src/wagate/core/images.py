@@ -9,8 +9,14 @@ demo world and tests use them so that no image files have to ship with wagate.
 
 from __future__ import annotations
 
+import hashlib
+import logging
 import struct
 import zlib
+
+from wagate.core.model import AvatarImage, StoredImage
+
+logger = logging.getLogger(__name__)
 
 JPEG = "image/jpeg"
 PNG = "image/png"
@@ -34,6 +40,26 @@ def sniff_content_type(data: bytes) -> str | None:
     if len(data) >= 12 and data[:4] == b"RIFF" and data[8:12] == b"WEBP":
         return WEBP
     return None
+
+
+def address_of(image: AvatarImage) -> StoredImage:
+    """Where `image` is stored: the SHA-256 of its bytes and its sniffed type.
+
+    Raises `ValueError` for bytes that are not JPEG, PNG or WebP. A different declared type is
+    logged and overruled, because the served type must match the format.
+    """
+    content_type = sniff_content_type(image.data)
+    if content_type is None:
+        raise ValueError("avatar image is not JPEG, PNG or WebP data")
+    if image.content_type != content_type:
+        logger.warning(
+            "avatar image declared as %s is %s; storing it as %s",
+            image.content_type,
+            content_type,
+            content_type,
+            extra={"action": "image_type_mismatch"},
+        )
+    return StoredImage(hashlib.sha256(image.data).hexdigest(), content_type)
 
 
 def _check_colour(rgb: RGB, size: int) -> None:

@@ -8,7 +8,6 @@ temporary name and renamed into place, so a reader (or a crash) never sees half 
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import logging
 import os
 import re
@@ -17,7 +16,7 @@ from pathlib import Path
 
 import anyio.to_thread
 
-from wagate.core.images import sniff_content_type
+from wagate.core.images import address_of
 from wagate.core.model import AvatarImage, StoredImage
 
 logger = logging.getLogger(__name__)
@@ -44,18 +43,7 @@ class FileImageStore:
         The content type is sniffed from the bytes; a different `image.content_type` is logged
         and overruled, because the served type must match the format.
         """
-        content_type = sniff_content_type(image.data)
-        if content_type is None:
-            raise ValueError("avatar image is not JPEG, PNG or WebP data")
-        if image.content_type != content_type:
-            logger.warning(
-                "avatar image declared as %s is %s; storing it as %s",
-                image.content_type,
-                content_type,
-                content_type,
-                extra={"action": "image_type_mismatch"},
-            )
-        stored = StoredImage(hashlib.sha256(image.data).hexdigest(), content_type)
+        stored = address_of(image)
         await anyio.to_thread.run_sync(self._write, stored.file_name, image.data)
         return stored
 

@@ -7,7 +7,6 @@ written, never changes, and two nodes storing the same bytes at once both succee
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import re
 from datetime import UTC, datetime
@@ -15,7 +14,7 @@ from datetime import UTC, datetime
 from sqlalchemy import select
 from sqlalchemy.dialects import postgresql, sqlite
 
-from wagate.core.images import sniff_content_type
+from wagate.core.images import address_of
 from wagate.core.model import AvatarImage, StoredImage
 from wagate.stores._threads import SqlRunner
 from wagate.stores.schema import avatar_images
@@ -48,18 +47,7 @@ class SqlImageStore:
         The content type is sniffed from the bytes; a different `image.content_type` is logged
         and overruled, because the served type must match the format.
         """
-        content_type = sniff_content_type(image.data)
-        if content_type is None:
-            raise ValueError("avatar image is not JPEG, PNG or WebP data")
-        if image.content_type != content_type:
-            logger.warning(
-                "avatar image declared as %s is %s; storing it as %s",
-                image.content_type,
-                content_type,
-                content_type,
-                extra={"action": "image_type_mismatch"},
-            )
-        stored = StoredImage(hashlib.sha256(image.data).hexdigest(), content_type)
+        stored = address_of(image)
         # Most puts store an avatar seen before: a read is cheaper than shipping the bytes to
         # the writer (on SQLite, than taking the one write lock).
         if await self._content_type(stored.digest) is not None:
@@ -67,7 +55,7 @@ class SqlImageStore:
         insert = (postgresql.insert if self._is_postgres else sqlite.insert)(avatar_images)
         statement = insert.values(
             digest=stored.digest,
-            content_type=content_type,
+            content_type=stored.content_type,
             data=image.data,
             created_at=datetime.now(UTC),
         ).on_conflict_do_nothing(index_elements=[avatar_images.c.digest])

@@ -8,7 +8,7 @@ from fastapi import APIRouter, Depends, Query, Request, Response
 
 from wagate.bootstrap import Runtime
 from wagate.core.errors import BadRequestData, ValidationFailed
-from wagate.core.model import Instance
+from wagate.core.model import ChatId, Instance
 from wagate.http.deps import authenticated, get_runtime, json_body_doc, json_response
 from wagate.wire.avatar import fold_avatar
 from wagate.wire.bodies import validate_body
@@ -18,6 +18,15 @@ from wagate.wire.requests import ChatIdBody, CheckWhatsappBody
 router = APIRouter(tags=["avatars and contacts"])
 RuntimeDep = Annotated[Runtime, Depends(get_runtime)]
 PREFIX = "/waInstance{idInstance}"
+
+
+async def _requested_chat(request: Request, runtime: Runtime, instance: Instance) -> ChatId:
+    """The body's `chatId`, checked in the contract's order: the body (its schema, then the chatId
+    format) before the instance's state."""
+    body = validate_body(ChatIdBody, await request.body())
+    chat = parse_chat_id(body.chatId, runtime.settings.phone_digits)
+    runtime.avatars.require_authorized(instance)
+    return chat
 
 
 @router.post(
@@ -30,9 +39,7 @@ async def get_avatar(
     runtime: RuntimeDep,
     instance: Annotated[Instance, Depends(authenticated("getAvatar"))],
 ) -> Response:
-    body = validate_body(ChatIdBody, await request.body())
-    runtime.avatars.require_authorized(instance)
-    chat = parse_chat_id(body.chatId, runtime.settings.phone_digits)
+    chat = await _requested_chat(request, runtime, instance)
     lookup = await runtime.avatars.lookup(instance, chat)
     return json_response(fold_avatar(lookup))
 
@@ -47,9 +54,7 @@ async def get_avatar_async(
     runtime: RuntimeDep,
     instance: Annotated[Instance, Depends(authenticated("getAvatarAsync"))],
 ) -> Response:
-    body = validate_body(ChatIdBody, await request.body())
-    runtime.avatars.require_authorized(instance)
-    chat = parse_chat_id(body.chatId, runtime.settings.phone_digits)
+    chat = await _requested_chat(request, runtime, instance)
     await runtime.avatars.accept(instance, chat)
     return Response(status_code=200)
 
@@ -64,9 +69,7 @@ async def get_contact_info(
     runtime: RuntimeDep,
     instance: Annotated[Instance, Depends(authenticated("getContactInfo"))],
 ) -> Response:
-    body = validate_body(ChatIdBody, await request.body())
-    runtime.avatars.require_authorized(instance)
-    chat = parse_chat_id(body.chatId, runtime.settings.phone_digits)
+    chat = await _requested_chat(request, runtime, instance)
     engine = runtime.avatars.engine_for(instance)
     name = await engine.contact_name(instance, chat) or ""
     lookup = await runtime.avatars.lookup(instance, chat)
