@@ -202,3 +202,18 @@ def test_running_server_sees_a_cli_state_change(wagate_server: WagateProcess) ->
     assert after.json()["message"] == "instance account not authorized"
     assert wagate_server.process is not None and wagate_server.process.poll() is None
     assert wagate_server.starts == 1  # seen without a restart
+
+
+def test_rotate_signing_secret(tmp_path: Path) -> None:
+    cli = Cli(tmp_path / "data")
+    created = cli.json("instance", "create", "--phone", "11001234567", "--json")
+    instance_id = str(created["idInstance"])
+    before = cli.json("instance", "show", instance_id, "--json")["webhookSigningSecret"]
+    output = cli("instance", "rotate-signing-secret", instance_id).stdout
+    after = cli.json("instance", "show", instance_id, "--json")["webhookSigningSecret"]
+    assert after.startswith("whsec_") and after != before
+    assert after in output
+    # The token is untouched by rotating the signing secret.
+    shown = cli.json("instance", "show", instance_id, "--json")
+    assert shown["apiTokenInstance"] == created["apiTokenInstance"]
+    cli("instance", "rotate-signing-secret", "1234567890", exit_code=1)
