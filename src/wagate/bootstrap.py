@@ -8,7 +8,7 @@ import os
 import secrets
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import anyio
@@ -56,7 +56,6 @@ class Runtime:
     rate_limiter: RateLimits
     partner_token: str
     public_url: str = ""
-    tasks: list[asyncio.Task[None]] = field(default_factory=list)
 
 
 def _read_or_create_partner_token(data_dir: Path) -> str:
@@ -186,7 +185,6 @@ async def run_workers(runtime: Runtime) -> AsyncIterator[None]:
         ).run(),
     }
     tasks = [asyncio.create_task(coro, name=name) for name, coro in workers.items()]
-    runtime.tasks.extend(tasks)
     for task in tasks:
         task.add_done_callback(_report_dead_worker)
     try:
@@ -196,7 +194,6 @@ async def run_workers(runtime: Runtime) -> AsyncIterator[None]:
             task.remove_done_callback(_report_dead_worker)
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
-        runtime.tasks.clear()
 
 
 def _report_dead_worker(task: asyncio.Task[None]) -> None:

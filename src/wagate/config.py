@@ -5,7 +5,7 @@ from __future__ import annotations
 import ipaddress
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -44,7 +44,6 @@ class Settings:
     migrate_on_start: bool = True
     avatar_workers: int = 8
     log_level: str = "INFO"
-    extra: Mapping[str, Any] = field(default_factory=dict)
 
     @property
     def effective_database_url(self) -> str:

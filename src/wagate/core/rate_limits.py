@@ -45,7 +45,3 @@ class RateLimiter:
 
     async def aclose(self) -> None:
         self._buckets.clear()
-
-    def forget(self, instance_id: int) -> None:
-        for key in [k for k in self._buckets if k[0] == instance_id]:
-            del self._buckets[key]
