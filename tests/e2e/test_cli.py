@@ -8,7 +8,7 @@ import json
 import re
 import subprocess
 import time
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -17,11 +17,12 @@ import pytest
 from click.testing import CliRunner, Result
 
 from tests.e2e.conftest import WagateProcess, cli_json, run_cli, wagate_executable
-from wagate.bootstrap import open_runtime, run_workers
+from wagate.bootstrap import open_runtime
 from wagate.cli import main
 from wagate.config import Settings
 from wagate.engines.sandbox_demo import write_demo_world
 from wagate.wire.chat_id import parse_chat_id
+from wagate.wire.notifications import avatar_info_notification
 
 SHOW_KEYS = {
     "idInstance",
@@ -52,19 +53,23 @@ class Cli:
 
 
 def settle_one_dead_notification(data_dir: Path, instance_id: int, chat_id: str) -> None:
-    """Arrange: one real avatarInfo notification, produced by the avatar worker as in a server,
-    then dead-lettered as the retention worker does once it is older than the retention."""
+    """Arrange: one avatarInfo notification queued as the avatar worker queues it (claim, then
+    complete in one transaction), then dead-lettered as the retention worker does once it is
+    older than the retention."""
 
     async def arrange() -> None:
-        settings = Settings(data_dir=data_dir, avatar_timeout_s=0.5, poll_interval_s=0.05)
+        settings = Settings(data_dir=data_dir, avatar_timeout_s=0.5)
         async with open_runtime(settings) as runtime:
             instance = await runtime.instances.get(instance_id)
-            await runtime.avatars.accept(instance, parse_chat_id(chat_id))
-            async with run_workers(runtime):
-                assert await runtime.notifications.receive(instance, 10) is not None
+            chat = parse_chat_id(chat_id)
+            await runtime.avatars.accept(instance, chat)
+            [job] = await runtime.store.claim_avatar_jobs(1, timedelta(seconds=30))
+            lookup = await runtime.avatars.lookup(instance, chat)
+            body = avatar_info_notification(instance, chat_id, lookup, datetime.now(UTC))
+            await runtime.store.complete_avatar_job(job, body)
             assert await runtime.notifications.dead_letter_expired(timedelta(0)) == 1
 
-    asyncio.run(arrange())
+    asyncio.run(asyncio.wait_for(arrange(), 60))
 
 
 def test_instance_sandbox_and_notifications_commands(tmp_path: Path) -> None:
