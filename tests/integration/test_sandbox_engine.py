@@ -3,7 +3,6 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -32,7 +31,6 @@ from wagate.core.ports import Engine, Store
 from wagate.engines.sandbox import SandboxEngine
 from wagate.engines.sandbox_demo import write_demo_world
 from wagate.engines.sandbox_world import load_world_file
-from wagate.stores import migrate, open_store
 from wagate.stores.files import FileImageStore
 from wagate.wire.chat_id import parse_chat_id
 
@@ -55,23 +53,6 @@ IMAGES = {
 @pytest.fixture
 def anyio_backend() -> str:
     return "asyncio"
-
-
-@pytest.fixture
-async def store(tmp_path: Path) -> AsyncIterator[Store]:
-    url = f"sqlite:///{tmp_path}/w.sqlite3"
-    await anyio.to_thread.run_sync(migrate, url)
-    opened: Any = open_store(url)
-    # open_store may be an async context manager or a coroutine returning the store.
-    if hasattr(opened, "__aenter__"):
-        async with opened as entered:
-            yield entered
-    else:
-        made = await opened
-        try:
-            yield made
-        finally:
-            await made.aclose()
 
 
 @pytest.fixture

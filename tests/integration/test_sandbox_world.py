@@ -1,7 +1,6 @@
 from __future__ import annotations
 
 import hashlib
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -14,7 +13,6 @@ from wagate.core.model import FaultKind, PrivacyLevel, SandboxAccount, SandboxFa
 from wagate.core.ports import Store
 from wagate.engines.sandbox_demo import demo_world_yaml, write_demo_world
 from wagate.engines.sandbox_world import WorldSummary, load_world_file
-from wagate.stores import migrate, open_store
 from wagate.stores.files import FileImageStore
 
 pytestmark = pytest.mark.anyio
@@ -26,23 +24,6 @@ BLUE = solid_jpeg((0, 0, 255))
 @pytest.fixture
 def anyio_backend() -> str:
     return "asyncio"
-
-
-@pytest.fixture
-async def store(tmp_path: Path) -> AsyncIterator[Store]:
-    url = f"sqlite:///{tmp_path}/w.sqlite3"
-    await anyio.to_thread.run_sync(migrate, url)
-    opened: Any = open_store(url)
-    # open_store may be an async context manager or a coroutine returning the store.
-    if hasattr(opened, "__aenter__"):
-        async with opened as entered:
-            yield entered
-    else:
-        made = await opened
-        try:
-            yield made
-        finally:
-            await made.aclose()
 
 
 @pytest.fixture
