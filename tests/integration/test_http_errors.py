@@ -159,3 +159,29 @@ def test_missing_token(demo: Demo) -> None:
     response = httpx.get(f"{demo.url}/waInstance{demo.instance.id}/getSettings")
     assert response.status_code == 400
     assert response.json()["message"] == "Parameter apiTokenInstance not define"
+
+
+@pytest.mark.parametrize(
+    ("params", "field"),
+    [({"group": "perhaps"}, "group"), ({"count": "two"}, "count"), ({"count": "1.5"}, "count")],
+)
+def test_get_contacts_query_parameters_are_validated(
+    demo: Demo, params: dict[str, str], field: str
+) -> None:
+    response = httpx.get(demo.method_url("getContacts"), params=params)
+    assert_envelope(
+        response,
+        400,
+        f"Validation failed. Details: '{field}' is invalid",
+        f"/waInstance{demo.instance.id}/getContacts/***",
+    )
+
+
+def test_get_contacts_query_parameters_filter(demo: Demo) -> None:
+    everything = httpx.get(demo.method_url("getContacts")).json()
+    groups = httpx.get(demo.method_url("getContacts"), params={"group": "true"}).json()
+    one = httpx.get(demo.method_url("getContacts"), params={"group": "0", "count": "1"}).json()
+    assert groups == [c for c in everything if c["type"] == "group"]
+    assert groups, "the demo world has groups"
+    assert one == [c for c in everything if c["type"] == "user"][:1]
+    assert one

@@ -2,59 +2,47 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from fastapi import APIRouter, Response
 
-from fastapi import APIRouter, Depends, Request, Response
-
-from wagate.bootstrap import Runtime
-from wagate.core.model import ChatId, ChatKind, Instance, InstanceState
-from wagate.http.deps import authenticated, get_runtime, json_body_doc, json_response
+from wagate.core.model import ChatId, ChatKind, InstanceState
+from wagate.http.deps import json_response
+from wagate.http.green_api import MethodCall, instance_method
 from wagate.wire.avatar import fold_avatar
-from wagate.wire.bodies import validate_body
 from wagate.wire.requests import SetSettingsBody
 from wagate.wire.settings import apply_settings, settings_view
 
 router = APIRouter(tags=["account"])
-RuntimeDep = Annotated[Runtime, Depends(get_runtime)]
-PREFIX = "/waInstance{idInstance}"
 
 
-@router.get(PREFIX + "/getSettings/{apiTokenInstance}", summary="Instance settings")
-async def get_settings(
-    instance: Annotated[Instance, Depends(authenticated("getSettings"))],
-) -> Response:
-    return json_response(settings_view(instance))
+@instance_method(router, "GET", "getSettings", summary="Instance settings")
+async def get_settings(call: MethodCall) -> Response:
+    return json_response(settings_view(call.instance))
 
 
-@router.post(
-    PREFIX + "/setSettings/{apiTokenInstance}",
-    openapi_extra=json_body_doc(SetSettingsBody),
+@instance_method(
+    router,
+    "POST",
+    "setSettings",
+    body=SetSettingsBody,
     summary="Change instance settings; they take effect at once",
 )
-async def set_settings(
-    request: Request,
-    runtime: RuntimeDep,
-    instance: Annotated[Instance, Depends(authenticated("setSettings"))],
-) -> Response:
-    body = validate_body(SetSettingsBody, await request.body())
+async def set_settings(call: MethodCall) -> Response:
+    runtime, instance = call.runtime, call.instance
+    body = await call.body(SetSettingsBody)
     await runtime.settings_service.change(instance, apply_settings(instance.settings, body))
     return json_response({"saveSettings": True})
 
 
-@router.get(PREFIX + "/getStateInstance/{apiTokenInstance}", summary="Authorization state")
-async def get_state_instance(
-    runtime: RuntimeDep,
-    instance: Annotated[Instance, Depends(authenticated("getStateInstance"))],
-) -> Response:
+@instance_method(router, "GET", "getStateInstance", summary="Authorization state")
+async def get_state_instance(call: MethodCall) -> Response:
+    runtime, instance = call.runtime, call.instance
     state = await runtime.avatars.engine_for(instance).state(instance)
     return json_response({"stateInstance": state.value})
 
 
-@router.get(PREFIX + "/getWaSettings/{apiTokenInstance}", summary="Own avatar, phone and state")
-async def get_wa_settings(
-    runtime: RuntimeDep,
-    instance: Annotated[Instance, Depends(authenticated("getWaSettings"))],
-) -> Response:
+@instance_method(router, "GET", "getWaSettings", summary="Own avatar, phone and state")
+async def get_wa_settings(call: MethodCall) -> Response:
+    runtime, instance = call.runtime, call.instance
     state = await runtime.avatars.engine_for(instance).state(instance)
     avatar, phone = "", ""
     if state is InstanceState.AUTHORIZED:
@@ -71,27 +59,21 @@ async def get_wa_settings(
     )
 
 
-@router.get(PREFIX + "/reboot/{apiTokenInstance}", summary="Restart the instance")
-async def reboot(
-    instance: Annotated[Instance, Depends(authenticated("reboot"))],
-) -> Response:
+@instance_method(router, "GET", "reboot", summary="Restart the instance")
+async def reboot(call: MethodCall) -> Response:
     return json_response({"isReboot": True})
 
 
-@router.get(PREFIX + "/logout/{apiTokenInstance}", summary="Unlink the account")
-async def logout(
-    runtime: RuntimeDep,
-    instance: Annotated[Instance, Depends(authenticated("logout"))],
-) -> Response:
+@instance_method(router, "GET", "logout", summary="Unlink the account")
+async def logout(call: MethodCall) -> Response:
+    runtime, instance = call.runtime, call.instance
     await runtime.instances.set_state(instance.id, InstanceState.NOT_AUTHORIZED)
     return json_response({"isLogout": True})
 
 
-@router.get(PREFIX + "/qr/{apiTokenInstance}", summary="QR code for linking an account")
-async def qr(
-    runtime: RuntimeDep,
-    instance: Annotated[Instance, Depends(authenticated("qr"))],
-) -> Response:
+@instance_method(router, "GET", "qr", summary="QR code for linking an account")
+async def qr(call: MethodCall) -> Response:
+    runtime, instance = call.runtime, call.instance
     state = await runtime.avatars.engine_for(instance).state(instance)
     if state is InstanceState.AUTHORIZED:
         return json_response(

@@ -2,77 +2,69 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from fastapi import APIRouter, Response
+from pydantic import TypeAdapter
 
-from fastapi import APIRouter, Depends, Query, Request, Response
-
-from wagate.bootstrap import Runtime
 from wagate.core.errors import BadRequestData, ValidationFailed
-from wagate.core.model import ChatId, Instance
-from wagate.http.deps import authenticated, get_runtime, json_body_doc, json_response
+from wagate.core.model import ChatId
+from wagate.http.deps import json_response
+from wagate.http.green_api import MethodCall, instance_method, query_parameter
 from wagate.wire.avatar import fold_avatar
-from wagate.wire.bodies import validate_body
 from wagate.wire.chat_id import parse_chat_id
 from wagate.wire.requests import ChatIdBody, CheckWhatsappBody
 
 router = APIRouter(tags=["avatars and contacts"])
-RuntimeDep = Annotated[Runtime, Depends(get_runtime)]
-PREFIX = "/waInstance{idInstance}"
+_OPTIONAL_BOOL: TypeAdapter[bool | None] = TypeAdapter(bool | None)
+_OPTIONAL_INT: TypeAdapter[int | None] = TypeAdapter(int | None)
 
 
-async def _requested_chat(request: Request, runtime: Runtime, instance: Instance) -> ChatId:
+async def _requested_chat(call: MethodCall) -> ChatId:
     """The body's `chatId`, checked in the contract's order: the body (its schema, then the chatId
     format) before the instance's state."""
-    body = validate_body(ChatIdBody, await request.body())
-    chat = parse_chat_id(body.chatId, runtime.settings.phone_digits)
-    runtime.avatars.require_authorized(instance)
+    body = await call.body(ChatIdBody)
+    chat = parse_chat_id(body.chatId, call.runtime.settings.phone_digits)
+    call.runtime.avatars.require_authorized(call.instance)
     return chat
 
 
-@router.post(
-    PREFIX + "/getAvatar/{apiTokenInstance}",
-    openapi_extra=json_body_doc(ChatIdBody),
+@instance_method(
+    router,
+    "POST",
+    "getAvatar",
+    body=ChatIdBody,
     summary="Avatar of a correspondent or group chat",
 )
-async def get_avatar(
-    request: Request,
-    runtime: RuntimeDep,
-    instance: Annotated[Instance, Depends(authenticated("getAvatar"))],
-) -> Response:
-    chat = await _requested_chat(request, runtime, instance)
-    lookup = await runtime.avatars.lookup(instance, chat)
+async def get_avatar(call: MethodCall) -> Response:
+    chat = await _requested_chat(call)
+    lookup = await call.runtime.avatars.lookup(call.instance, chat)
     return json_response(fold_avatar(lookup))
 
 
-@router.post(
-    PREFIX + "/getAvatarAsync/{apiTokenInstance}",
-    openapi_extra=json_body_doc(ChatIdBody),
+@instance_method(
+    router,
+    "POST",
+    "getAvatarAsync",
+    body=ChatIdBody,
     summary="Avatar later, as an avatarInfo notification; empty 200 once recorded",
 )
-async def get_avatar_async(
-    request: Request,
-    runtime: RuntimeDep,
-    instance: Annotated[Instance, Depends(authenticated("getAvatarAsync"))],
-) -> Response:
-    chat = await _requested_chat(request, runtime, instance)
-    await runtime.avatars.accept(instance, chat)
+async def get_avatar_async(call: MethodCall) -> Response:
+    chat = await _requested_chat(call)
+    await call.runtime.avatars.accept(call.instance, chat)
     return Response(status_code=200)
 
 
-@router.post(
-    PREFIX + "/getContactInfo/{apiTokenInstance}",
-    openapi_extra=json_body_doc(ChatIdBody),
+@instance_method(
+    router,
+    "POST",
+    "getContactInfo",
+    body=ChatIdBody,
     summary="Name and avatar of a correspondent",
 )
-async def get_contact_info(
-    request: Request,
-    runtime: RuntimeDep,
-    instance: Annotated[Instance, Depends(authenticated("getContactInfo"))],
-) -> Response:
-    chat = await _requested_chat(request, runtime, instance)
-    engine = runtime.avatars.engine_for(instance)
-    name = await engine.contact_name(instance, chat) or ""
-    lookup = await runtime.avatars.lookup(instance, chat)
+async def get_contact_info(call: MethodCall) -> Response:
+    chat = await _requested_chat(call)
+    engine = call.runtime.avatars.engine_for(call.instance)
+    name = await engine.contact_name(call.instance, chat) or ""
+    lookup = await call.runtime.avatars.lookup(call.instance, chat)
     return json_response(
         {
             "avatar": fold_avatar(lookup)["urlAvatar"],
@@ -94,17 +86,16 @@ async def get_contact_info(
     )
 
 
-@router.post(
-    PREFIX + "/checkWhatsapp/{apiTokenInstance}",
-    openapi_extra=json_body_doc(CheckWhatsappBody),
+@instance_method(
+    router,
+    "POST",
+    "checkWhatsapp",
+    body=CheckWhatsappBody,
     summary="Whether a phone number has WhatsApp",
 )
-async def check_whatsapp(
-    request: Request,
-    runtime: RuntimeDep,
-    instance: Annotated[Instance, Depends(authenticated("checkWhatsapp"))],
-) -> Response:
-    body = validate_body(CheckWhatsappBody, await request.body())
+async def check_whatsapp(call: MethodCall) -> Response:
+    body = await call.body(CheckWhatsappBody)
+    runtime, instance = call.runtime, call.instance
     runtime.avatars.require_authorized(instance)
     phone = str(body.phoneNumber)
     low, high = runtime.settings.phone_digits
@@ -114,13 +105,24 @@ async def check_whatsapp(
     return json_response({"existsWhatsapp": exists})
 
 
-@router.get(PREFIX + "/getContacts/{apiTokenInstance}", summary="Contacts and groups")
-async def get_contacts(
-    runtime: RuntimeDep,
-    instance: Annotated[Instance, Depends(authenticated("getContacts"))],
-    group: Annotated[bool | None, Query()] = None,
-    count: Annotated[int | None, Query(description="At most this many, from 1")] = None,
-) -> Response:
+@instance_method(
+    router,
+    "GET",
+    "getContacts",
+    summary="Contacts and groups",
+    parameters=[
+        query_parameter("group", {"anyOf": [{"type": "boolean"}, {"type": "null"}]}),
+        query_parameter(
+            "count",
+            {"anyOf": [{"type": "integer"}, {"type": "null"}]},
+            "At most this many, from 1",
+        ),
+    ],
+)
+async def get_contacts(call: MethodCall) -> Response:
+    group = call.query("group", _OPTIONAL_BOOL)
+    count = call.query("count", _OPTIONAL_INT)
+    runtime, instance = call.runtime, call.instance
     if count is not None and count < 1:
         raise ValidationFailed("'count' must be greater than or equal to 1")
     runtime.avatars.require_authorized(instance)

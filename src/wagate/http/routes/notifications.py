@@ -2,19 +2,14 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from fastapi import APIRouter, Response
 
-from fastapi import APIRouter, Depends, Path, Query, Request, Response
-
-from wagate.bootstrap import Runtime
 from wagate.core.errors import InvalidPathParameter, ValidationFailed
-from wagate.core.model import Instance
-from wagate.http.deps import authenticated, get_runtime, json_response
+from wagate.http.deps import json_response
+from wagate.http.green_api import MethodCall, instance_method, path_parameter, query_parameter
 from wagate.wire.bodies import parse_json
 
 router = APIRouter(tags=["notifications"])
-RuntimeDep = Annotated[Runtime, Depends(get_runtime)]
-PREFIX = "/waInstance{idInstance}"
 _MAX_RECEIPT_ID = 2**63 - 1
 
 
@@ -26,19 +21,22 @@ def _receive_timeout(raw: str | None) -> int:
     raise ValidationFailed("'receiveTimeout' must be an integer from 5 to 60")
 
 
-@router.get(
-    PREFIX + "/receiveNotification/{apiTokenInstance}",
+@instance_method(
+    router,
+    "GET",
+    "receiveNotification",
     summary="Oldest queued notification, long-polled; JSON null when none arrived in time",
+    parameters=[
+        query_parameter(
+            "receiveTimeout",
+            {"anyOf": [{"type": "string"}, {"type": "null"}]},
+            "Seconds to wait, 5 to 60 (default 5)",
+        )
+    ],
 )
-async def receive_notification(
-    runtime: Annotated[Runtime, Depends(get_runtime)],
-    instance: Annotated[Instance, Depends(authenticated("receiveNotification"))],
-    receiveTimeout: Annotated[
-        str | None, Query(description="Seconds to wait, 5 to 60 (default 5)")
-    ] = None,
-) -> Response:
-    timeout_s = _receive_timeout(receiveTimeout)
-    notification = await runtime.notifications.receive(instance, timeout_s)
+async def receive_notification(call: MethodCall) -> Response:
+    timeout_s = _receive_timeout(call.request.query_params.get("receiveTimeout"))
+    notification = await call.runtime.notifications.receive(call.instance, timeout_s)
     if notification is None:
         return json_response(None)
     return json_response({"receiptId": notification.receipt_id, "body": notification.body})
@@ -52,50 +50,48 @@ def _receipt_id(raw: str) -> int | None:
     return value if value <= _MAX_RECEIPT_ID else None
 
 
-@router.delete(
-    PREFIX + "/deleteNotification/{apiTokenInstance}/{receiptId}",
+@instance_method(
+    router,
+    "DELETE",
+    "deleteNotification",
     summary="Remove a notification from the queue",
+    path_suffix="/{receiptId}",
+    parameters=[path_parameter("receiptId", "receiptId from receiveNotification")],
 )
-async def delete_notification(
-    runtime: RuntimeDep,
-    instance: Annotated[Instance, Depends(authenticated("deleteNotification"))],
-    receiptId: Annotated[str, Path(description="receiptId from receiveNotification")],
-) -> Response:
-    receipt_id = _receipt_id(receiptId)
-    deleted = receipt_id is not None and await runtime.notifications.delete(instance, receipt_id)
+async def delete_notification(call: MethodCall) -> Response:
+    receipt_id = _receipt_id(call.path_param("receiptId"))
+    deleted = receipt_id is not None and await call.runtime.notifications.delete(
+        call.instance, receipt_id
+    )
     return json_response({"result": deleted})
 
 
-@router.delete(
-    PREFIX + "/deleteNotification/{apiTokenInstance}/",
+@instance_method(
+    router,
+    "DELETE",
+    "deleteNotification",
+    summary="Remove a notification from the queue (receipt id as the JSON body)",
+    path_suffix="/",
     include_in_schema=False,
 )
-async def delete_notification_from_body(
-    request: Request,
-    runtime: RuntimeDep,
-    instance: Annotated[Instance, Depends(authenticated("deleteNotification"))],
-) -> Response:
+async def delete_notification_from_body(call: MethodCall) -> Response:
     """The official Python SDK's `deleteNotificationAsync` sends the receipt id as the JSON body
     of `.../deleteNotification/{token}/`; accept that form too."""
-    value = parse_json(await request.body())
+    value = parse_json(await call.request.body())
     if isinstance(value, bool) or not isinstance(value, int) or value < 0:
         raise InvalidPathParameter("Parameter receiptId must be a Number")
-    deleted = value <= _MAX_RECEIPT_ID and await runtime.notifications.delete(instance, value)
+    deleted = value <= _MAX_RECEIPT_ID and await call.runtime.notifications.delete(
+        call.instance, value
+    )
     return json_response({"result": deleted})
 
 
-@router.get(PREFIX + "/getWebhooksCount/{apiTokenInstance}", summary="Queued notifications")
-async def get_webhooks_count(
-    runtime: RuntimeDep,
-    instance: Annotated[Instance, Depends(authenticated("getWebhooksCount"))],
-) -> Response:
-    return json_response({"count": await runtime.notifications.count(instance)})
+@instance_method(router, "GET", "getWebhooksCount", summary="Queued notifications")
+async def get_webhooks_count(call: MethodCall) -> Response:
+    return json_response({"count": await call.runtime.notifications.count(call.instance)})
 
 
-@router.delete(PREFIX + "/clearWebhooksQueue/{apiTokenInstance}", summary="Empty the queue")
-async def clear_webhooks_queue(
-    runtime: RuntimeDep,
-    instance: Annotated[Instance, Depends(authenticated("clearWebhooksQueue"))],
-) -> Response:
-    await runtime.notifications.clear(instance)
+@instance_method(router, "DELETE", "clearWebhooksQueue", summary="Empty the queue")
+async def clear_webhooks_queue(call: MethodCall) -> Response:
+    await call.runtime.notifications.clear(call.instance)
     return json_response({"isCleared": True, "reason": ""})
