@@ -63,10 +63,10 @@ def settle_one_dead_notification(data_dir: Path, instance_id: int, chat_id: str)
             instance = await runtime.instances.get(instance_id)
             chat = parse_chat_id(chat_id)
             await runtime.avatars.accept(instance, chat)
-            [job] = await runtime.store.claim_avatar_jobs(1, timedelta(seconds=30))
+            [job] = await runtime.store.claim_avatar_jobs(1, timedelta(seconds=30), per_instance=1)
             lookup = await runtime.avatars.lookup(instance, chat)
             body = avatar_info_notification(instance, chat_id, lookup, datetime.now(UTC))
-            await runtime.store.complete_avatar_job(job, body)
+            assert await runtime.store.complete_avatar_jobs([(job, body)]) != [None]
             assert await runtime.notifications.dead_letter_expired(timedelta(0)) == 1
 
     asyncio.run(asyncio.wait_for(arrange(), 60))

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import threading
+from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 
-from tests.integration.conftest import Demo
+from tests.integration.conftest import Demo, make_settings, start_demo
 
 BOB, CAROL, DAVE, NOBODY_HOME = "11001234568", "11001234569", "11001234570", "11001234571"
 GROUP = "120363043968066561@g.us"
@@ -132,6 +133,37 @@ def test_notifications_keep_request_order_with_failure_reasons(demo: Demo) -> No
     assert infos[1] == {"chatId": chats[1], "urlAvatar": "", "available": False}
     assert infos[2]["available"] is True and infos[2]["urlAvatar"]
     assert infos[3] == {"chatId": chats[3], "urlAvatar": "", "available": True}
+
+
+def test_a_backlog_of_one_instance_is_answered_in_request_order(tmp_path: Path) -> None:
+    """Jobs queued behind a slow lookup are then claimed and completed in batches; the
+    notifications still come out one per request, in request order."""
+    slow = "11009999999@c.us"  # times out after WAGATE_AVATAR_TIMEOUT
+    chats = [slow] + [f"7900{i:07d}@c.us" for i in range(199)]
+    demo = start_demo(make_settings(tmp_path, rate_limits_enabled=False))
+    try:
+        with httpx.Client(timeout=10) as client:
+            for chat in chats:
+                response = client.post(demo.method_url("getAvatarAsync"), json={"chatId": chat})
+                assert response.status_code == 200
+            received = []
+            for _ in chats:
+                answer = client.get(
+                    demo.method_url("receiveNotification"), params={"receiveTimeout": 30}
+                )
+                assert answer.status_code == 200
+                received.append(answer.json())
+                receipt = str(received[-1]["receiptId"])
+                deleted = client.delete(demo.method_url("deleteNotification", receipt))
+                assert deleted.json() == {"result": True}
+            assert client.get(demo.method_url("getWebhooksCount")).json() == {"count": 0}
+    finally:
+        demo.server.stop()
+    assert [n["body"]["avatarInfo"]["chatId"] for n in received] == chats
+    receipts = [n["receiptId"] for n in received]
+    assert receipts == sorted(receipts)
+    assert received[0]["body"]["avatarInfo"]["reason"] == "get avatar timeout limit exceeded"
+    assert all(n["body"]["avatarInfo"]["available"] is False for n in received[1:])
 
 
 def test_long_poll_wakes_when_a_notification_arrives(demo: Demo) -> None:

@@ -225,6 +225,70 @@ async def test_faults_match_the_exact_chat_id(engine: SandboxEngine) -> None:
     assert await engine.fetch_avatar(instance(ALICE), chat(f"{CAROL}@c.us")) == HIDDEN
 
 
+class CountingStore:
+    """The store, counting the world reads the engine makes."""
+
+    def __init__(self, store: Store) -> None:
+        self._store = store
+        self.row_reads: list[int] = []
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._store, name)
+
+    async def get_sandbox_rows(self, chats: Any) -> Any:
+        self.row_reads.append(len(chats))
+        return await self._store.get_sandbox_rows(chats)
+
+
+async def test_lookups_started_together_share_one_store_read(
+    engine: SandboxEngine, store: Store, images: FileImageStore
+) -> None:
+    targets = [
+        f"{BOB}@c.us",
+        f"{ALICE}@c.us",
+        f"{BOB_LID}@lid",
+        f"{CAROL_LID}@lid",
+        TEAM,
+        OLD_GROUP,
+        FAULTY_GROUP,
+        "11008888888@c.us",
+        f"{STRANGER}@c.us",
+        f"{OFF}@c.us",
+    ]
+    one_by_one = [await engine.fetch_avatar(instance(DAVE), chat(t)) for t in targets]
+    counting = CountingStore(store)
+    together = SandboxEngine(counting, images)
+    try:
+        results = await asyncio.gather(
+            *(together.fetch_avatar(instance(DAVE), chat(t)) for t in targets)
+        )
+        assert counting.row_reads == [len(targets)]
+        assert results == one_by_one
+        assert AvatarStatus.AVAILABLE in {r.status for r in results}
+        # A lookup started later makes a read of its own.
+        assert await together.fetch_avatar(instance(DAVE), chat(f"{BOB}@c.us")) == one_by_one[0]
+        assert counting.row_reads == [len(targets), 1]
+    finally:
+        await together.aclose()
+
+
+async def test_a_failed_world_read_fails_every_lookup_that_shared_it(
+    store: Store, images: FileImageStore
+) -> None:
+    class BrokenStore(CountingStore):
+        async def get_sandbox_rows(self, chats: Any) -> Any:
+            self.row_reads.append(len(chats))
+            raise OSError("disk gone")
+
+    broken = BrokenStore(store)
+    engine = SandboxEngine(broken, images)
+    lookups = [engine.fetch_avatar(instance(ALICE), chat(f"{BOB}@c.us")) for _ in range(3)]
+    outcomes = await asyncio.gather(*lookups, return_exceptions=True)
+    assert [type(o) for o in outcomes] == [OSError] * 3
+    assert broken.row_reads == [3]
+    await engine.aclose()
+
+
 async def test_world_changes_are_seen_at_once(
     engine: SandboxEngine, store: Store, digests: dict[str, str]
 ) -> None:

@@ -14,6 +14,7 @@ from wagate.core.model import (
     Instance,
     InstanceSettings,
     InstanceState,
+    Notification,
     NotificationStatus,
     PrivacyLevel,
     SandboxAccount,
@@ -26,6 +27,7 @@ from wagate.stores import SqlStore, open_store
 pytestmark = pytest.mark.anyio
 
 LONG = timedelta(minutes=5)
+BATCH = 64  # the jobs per instance a claim may take, as the avatar worker's default
 EXPIRED = timedelta(0)  # claimed_until = now: no longer live for any later claim
 
 
@@ -52,7 +54,9 @@ async def queue(store: Store, instance_id: int, n: int) -> list[int]:
     ids = []
     for i in range(n):
         job = await store.enqueue_avatar_job(instance_id, f"7900000000{i}@c.us")
-        ids.append((await store.complete_avatar_job(job, {"n": i})).receipt_id)
+        [done] = await store.complete_avatar_jobs([(job, {"n": i})])
+        assert done is not None
+        ids.append(done.receipt_id)
     return ids
 
 
@@ -270,12 +274,38 @@ async def test_claim_one_live_claim_per_instance_oldest_first(store: SqlStore) -
     b1 = await store.enqueue_avatar_job(1101000002, "b1@c.us")
     a2 = await store.enqueue_avatar_job(1101000001, "a2@c.us")
 
-    assert await store.claim_avatar_jobs(10, LONG) == [a1, b1]
-    assert await store.claim_avatar_jobs(10, LONG) == []  # both instances have a live claim
+    assert await store.claim_avatar_jobs(10, LONG, per_instance=1) == [a1, b1]
+    # Both instances have a live claim: a2 waits, however many jobs a claim may take.
+    assert await store.claim_avatar_jobs(10, LONG, per_instance=BATCH) == []
 
     await store.complete_avatar_job(a1, {"n": 1})
-    assert await store.claim_avatar_jobs(10, LONG) == [a2]
-    assert await store.claim_avatar_jobs(10, LONG) == []
+    assert await store.claim_avatar_jobs(10, LONG, per_instance=1) == [a2]
+    assert await store.claim_avatar_jobs(10, LONG, per_instance=1) == []
+
+
+async def test_claim_takes_each_instances_oldest_batch(store: SqlStore) -> None:
+    await store.create_instance(make_instance(1101000001, "11001234561"))
+    await store.create_instance(make_instance(1101000002, "11001234562"))
+    order = [1, 2, 1, 1, 2, 1, 2, 1]  # the instance (last digit) of each job, in order
+    jobs = [
+        await store.enqueue_avatar_job(1101000000 + n, f"{i}@c.us") for i, n in enumerate(order)
+    ]
+    a = [job for job in jobs if job.instance_id == 1101000001]
+    b = [job for job in jobs if job.instance_id == 1101000002]
+
+    claimed = await store.claim_avatar_jobs(10, LONG, per_instance=3)
+    assert claimed == sorted([*a[:3], *b[:3]], key=lambda job: job.id)
+    # Nothing more of either instance while its batch is claimed, not even jobs queued later.
+    late = await store.enqueue_avatar_job(1101000002, "late@c.us")
+    assert await store.claim_avatar_jobs(10, LONG, per_instance=3) == []
+
+    done = await store.complete_avatar_jobs([(job, {"job": job.id}) for job in a[:3]])
+    assert all(notification is not None for notification in done)
+    assert await store.claim_avatar_jobs(10, LONG, per_instance=3) == a[3:]  # the 2 left
+    assert await store.claim_avatar_jobs(10, LONG, per_instance=3) == []
+
+    await store.complete_avatar_jobs([(job, {}) for job in b[:3]])
+    assert await store.claim_avatar_jobs(10, LONG, per_instance=3) == [late]
 
 
 async def test_claim_limit_takes_the_oldest_queue(store: SqlStore) -> None:
@@ -283,9 +313,10 @@ async def test_claim_limit_takes_the_oldest_queue(store: SqlStore) -> None:
     await store.create_instance(make_instance(1101000002, "11001234562"))
     b1 = await store.enqueue_avatar_job(1101000002, "b1@c.us")
     a1 = await store.enqueue_avatar_job(1101000001, "a1@c.us")
-    assert await store.claim_avatar_jobs(1, LONG) == [b1]
-    assert await store.claim_avatar_jobs(1, LONG) == [a1]
-    assert await store.claim_avatar_jobs(0, LONG) == []
+    b2 = await store.enqueue_avatar_job(1101000002, "b2@c.us")
+    assert await store.claim_avatar_jobs(1, LONG, per_instance=BATCH) == [b1, b2]
+    assert await store.claim_avatar_jobs(1, LONG, per_instance=BATCH) == [a1]
+    assert await store.claim_avatar_jobs(0, LONG, per_instance=BATCH) == []
 
 
 async def test_expired_lease_lets_another_claim_take_over(store: SqlStore) -> None:
@@ -293,16 +324,38 @@ async def test_expired_lease_lets_another_claim_take_over(store: SqlStore) -> No
     first = await store.enqueue_avatar_job(1101000001, "a1@c.us")
     await store.enqueue_avatar_job(1101000001, "a2@c.us")
 
-    assert await store.claim_avatar_jobs(10, EXPIRED) == [first]  # this worker "dies"
-    await anyio.sleep(0.002)
-    assert await store.claim_avatar_jobs(10, LONG) == [first]  # still the oldest: taken over
-    assert await store.claim_avatar_jobs(10, LONG) == []
+    assert await store.claim_avatar_jobs(10, EXPIRED, per_instance=1) == [first]  # worker "dies"
+    await anyio.sleep(0.002)  # the clock moves past claimed_until
+    assert await store.claim_avatar_jobs(10, LONG, per_instance=1) == [first]  # still the oldest
+    assert await store.claim_avatar_jobs(10, LONG, per_instance=1) == []
 
     done = await store.complete_avatar_job(first, {"by": "second worker"})
     with pytest.raises(LookupError):
         await store.complete_avatar_job(first, {"by": "first worker"})
     queued = await store.list_notifications(1101000001, NotificationStatus.QUEUED)
     assert queued == [done]
+
+
+async def test_expired_batch_is_taken_over_whole(store: SqlStore) -> None:
+    await store.create_instance(make_instance())
+    jobs = [await store.enqueue_avatar_job(1101000001, f"{i}@c.us") for i in range(5)]
+
+    batch = await store.claim_avatar_jobs(10, EXPIRED, per_instance=3)  # this worker "dies"
+    assert batch == jobs[:3]
+    await anyio.sleep(0.002)  # the clock moves past claimed_until
+    assert await store.claim_avatar_jobs(10, LONG, per_instance=3) == jobs[:3]
+    assert await store.claim_avatar_jobs(10, LONG, per_instance=3) == []
+
+    second = await store.complete_avatar_jobs([(job, {"by": "second"}) for job in batch])
+    # The first worker was only slow: its completion finds every job gone and queues nothing.
+    assert await store.complete_avatar_jobs([(job, {"by": "first"}) for job in batch]) == [
+        None,
+        None,
+        None,
+    ]
+    queued = await store.list_notifications(1101000001, NotificationStatus.QUEUED)
+    assert queued == second
+    assert await store.claim_avatar_jobs(10, LONG, per_instance=3) == jobs[3:]
 
 
 async def test_complete_job_queues_notification_atomically(store: SqlStore) -> None:
@@ -326,6 +379,82 @@ async def test_complete_job_queues_notification_atomically(store: SqlStore) -> N
     assert await store.head_notification(1101000001) == first
 
 
+async def test_complete_jobs_queues_in_list_order(store: SqlStore) -> None:
+    await store.create_instance(make_instance(1101000001, "11001234561"))
+    await store.create_instance(make_instance(1101000002, "11001234562"))
+    jobs = [
+        await store.enqueue_avatar_job(1101000001 + i % 2, f"{i}@c.us") for i in range(BATCH + 6)
+    ]
+
+    done = await store.complete_avatar_jobs([(job, {"job": job.id}) for job in jobs])
+
+    assert await store.count_avatar_jobs() == 0
+    receipts = [n.receipt_id for n in done if n is not None]
+    assert len(receipts) == len(jobs)
+    assert receipts == sorted(receipts)
+    assert len({n.webhook_id for n in done if n is not None}) == len(jobs)
+    for instance_id in (1101000001, 1101000002):
+        queued = await store.list_notifications(instance_id, NotificationStatus.QUEUED, limit=200)
+        assert queued == [n for n in done if n is not None and n.instance_id == instance_id]
+        assert [n.body["job"] for n in queued] == [
+            job.id for job in jobs if job.instance_id == instance_id
+        ]
+
+
+async def test_complete_jobs_skips_only_the_jobs_already_gone(store: SqlStore) -> None:
+    await store.create_instance(make_instance())
+    jobs = [await store.enqueue_avatar_job(1101000001, f"{i}@c.us") for i in range(4)]
+    assert await store.claim_avatar_jobs(1, LONG, per_instance=BATCH) == jobs
+    early = await store.complete_avatar_job(jobs[1], {"n": "early"})
+
+    # jobs[2] listed twice (a batch taken over in the same process): completed once.
+    completions = [(job, {"n": i}) for i, job in enumerate([*jobs, jobs[2]])]
+    done = await store.complete_avatar_jobs(completions)
+
+    assert done[1] is None
+    assert done[4] is None
+    kept = [done[0], done[2], done[3]]
+    assert all(n is not None for n in kept)
+    assert [n.body["n"] for n in kept if n is not None] == [0, 2, 3]
+    receipts = [early.receipt_id] + [n.receipt_id for n in kept if n is not None]
+    assert receipts == sorted(receipts)
+    queued = await store.list_notifications(1101000001, NotificationStatus.QUEUED)
+    assert queued == [early, *kept]
+    assert await store.count_avatar_jobs() == 0
+    assert await store.complete_avatar_jobs([]) == []
+
+
+async def test_concurrent_completions_share_a_transaction_and_keep_their_order(
+    store: SqlStore,
+) -> None:
+    """Calls from several instances at once (group commit): each gets its own outcomes."""
+    by_instance: dict[int, list[AvatarJob]] = {}
+    for n in range(1, 6):
+        instance_id = 1101000000 + n
+        await store.create_instance(make_instance(instance_id, f"110012345{n:02d}"))
+        by_instance[instance_id] = [
+            await store.enqueue_avatar_job(instance_id, f"{i}@c.us") for i in range(7)
+        ]
+    results: dict[int, list[Notification | None]] = {}
+
+    async def complete(instance_id: int) -> None:
+        jobs = by_instance[instance_id]
+        results[instance_id] = await store.complete_avatar_jobs(
+            [(job, {"job": job.id}) for job in jobs]
+        )
+
+    async with anyio.create_task_group() as tg:
+        for instance_id in by_instance:
+            tg.start_soon(complete, instance_id)
+
+    for instance_id, jobs in by_instance.items():
+        done = results[instance_id]
+        assert [n.body["job"] if n else None for n in done] == [job.id for job in jobs]
+        assert all(n is not None and n.instance_id == instance_id for n in done)
+        queued = await store.list_notifications(instance_id, NotificationStatus.QUEUED)
+        assert queued == done
+
+
 async def test_complete_vanished_job_changes_nothing(store: SqlStore) -> None:
     await store.create_instance(make_instance())
     ghost = AvatarJob(
@@ -333,35 +462,53 @@ async def test_complete_vanished_job_changes_nothing(store: SqlStore) -> None:
     )
     with pytest.raises(LookupError):
         await store.complete_avatar_job(ghost, {"n": 1})
+    assert await store.complete_avatar_jobs([(ghost, {"n": 2})]) == [None]
     assert await store.count_notifications(1101000001) == 0
 
 
-async def test_concurrent_claimers_never_share_a_job(database_url: str) -> None:
-    """Two stores (two processes or nodes) claiming at once, each job claimed exactly once."""
+async def test_concurrent_claimers_never_share_an_instance(database_url: str) -> None:
+    """Two stores (two processes or nodes) claiming batches at once: each job is claimed exactly
+    once, and no instance's jobs are ever held by two claimers at the same time."""
+    instance_ids = [1101000000 + n for n in range(1, 21)]
     async with open_store(database_url) as one, open_store(database_url) as two:
-        for n in range(1, 21):
-            await one.create_instance(make_instance(1101000000 + n, f"110012345{n:02d}"))
-            for _ in range(3):
-                await one.enqueue_avatar_job(1101000000 + n, "x@c.us")
+        for n, instance_id in enumerate(instance_ids, start=1):
+            await one.create_instance(make_instance(instance_id, f"110012345{n:02d}"))
+            for i in range(10):
+                await one.enqueue_avatar_job(instance_id, f"{i}@c.us")
         claimed: list[AvatarJob] = []
+        holding: dict[int, int] = {}  # instance id -> the claimer holding a batch of it
 
-        async def worker(store: SqlStore) -> None:
+        async def claimer(number: int, store: SqlStore) -> None:
             while await store.count_avatar_jobs():
-                jobs = await store.claim_avatar_jobs(4, LONG)
+                jobs = await store.claim_avatar_jobs(3, LONG, per_instance=4)
                 claimed.extend(jobs)
+                batches: dict[int, list[AvatarJob]] = {}
                 for job in jobs:
-                    await store.complete_avatar_job(job, {"job": job.id})
+                    batches.setdefault(job.instance_id, []).append(job)
+                for instance_id in batches:
+                    # Its jobs stay claimed until the completion below commits, so whoever
+                    # holds it now claimed it while this claim was live.
+                    assert instance_id not in holding, (instance_id, holding[instance_id], number)
+                    holding[instance_id] = number
+                await anyio.sleep(0)  # let the other claimers run while these are held
+                for instance_id, batch in batches.items():
+                    del holding[instance_id]  # before the COMMIT that lets others claim it
+                    done = await store.complete_avatar_jobs(
+                        [(job, {"job": job.id}) for job in batch]
+                    )
+                    assert None not in done
                 await anyio.sleep(0)
 
         async with anyio.create_task_group() as tg:
-            for store in (one, two, one, two):
-                tg.start_soon(worker, store)
+            for number, store in enumerate((one, two, one, two)):
+                tg.start_soon(claimer, number, store)
 
         assert sorted(job.id for job in claimed) == sorted({job.id for job in claimed})
-        assert len(claimed) == 60
-        for n in range(1, 21):
-            bodies = await one.list_notifications(1101000000 + n, NotificationStatus.QUEUED)
+        assert len(claimed) == 200
+        for instance_id in instance_ids:
+            bodies = await one.list_notifications(instance_id, NotificationStatus.QUEUED)
             jobs = [b.body["job"] for b in bodies]
+            assert len(jobs) == 10
             assert jobs == sorted(jobs)  # per-instance order kept
 
 
@@ -481,12 +628,12 @@ async def test_release_leases_frees_claims_and_lanes(store: SqlStore) -> None:
     job = await store.enqueue_avatar_job(instance.id, "11001234568@c.us")
     await queue(store, instance.id, 1)
     hour = timedelta(hours=1)
-    assert [j.id for j in await store.claim_avatar_jobs(10, hour)] == [job.id]
+    assert [j.id for j in await store.claim_avatar_jobs(10, hour, per_instance=BATCH)] == [job.id]
     assert await store.claim_push_lanes(10, hour) == [instance.id]
-    assert await store.claim_avatar_jobs(10, hour) == []
+    assert await store.claim_avatar_jobs(10, hour, per_instance=BATCH) == []
     assert await store.claim_push_lanes(10, hour) == []
 
     await store.release_leases()
 
-    assert [j.id for j in await store.claim_avatar_jobs(10, hour)] == [job.id]
+    assert [j.id for j in await store.claim_avatar_jobs(10, hour, per_instance=BATCH)] == [job.id]
     assert await store.claim_push_lanes(10, hour) == [instance.id]

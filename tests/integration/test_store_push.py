@@ -52,7 +52,9 @@ async def queue(store: Store, instance_id: int, n: int) -> list[int]:
     ids = []
     for i in range(n):
         job = await store.enqueue_avatar_job(instance_id, f"7900000000{i}@c.us")
-        ids.append((await store.complete_avatar_job(job, {"n": i})).receipt_id)
+        [done] = await store.complete_avatar_jobs([(job, {"n": i})])
+        assert done is not None
+        ids.append(done.receipt_id)
     return ids
 
 

@@ -226,6 +226,22 @@ class SandboxFault:
 
 
 @dataclass(frozen=True)
+class SandboxRows:
+    """What the sandbox world holds about some chat ids, read in one store round trip: faults
+    and groups by chat id, accounts by phone and by lid."""
+
+    faults: Mapping[str, SandboxFault] = field(default_factory=dict)
+    accounts: Mapping[str, SandboxAccount] = field(default_factory=dict)
+    accounts_by_lid: Mapping[str, SandboxAccount] = field(default_factory=dict)
+    groups: Mapping[str, SandboxGroup] = field(default_factory=dict)
+
+    def account_for(self, chat: ChatId) -> SandboxAccount | None:
+        if chat.kind is ChatKind.LID:
+            return self.accounts_by_lid.get(chat.user)
+        return self.accounts.get(chat.user)
+
+
+@dataclass(frozen=True)
 class StoredImage:
     """An image in the avatar file store, addressed by the SHA-256 of its bytes."""
 

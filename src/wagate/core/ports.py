@@ -21,6 +21,7 @@ from wagate.core.model import (
     SandboxAccount,
     SandboxFault,
     SandboxGroup,
+    SandboxRows,
     StoredImage,
 )
 
@@ -125,6 +126,11 @@ class Store(Protocol):
     async def get_sandbox_account_by_lid(self, lid: str) -> SandboxAccount | None: ...
     async def get_sandbox_group(self, chat_id: str) -> SandboxGroup | None: ...
     async def get_sandbox_fault(self, chat_id: str) -> SandboxFault | None: ...
+    async def get_sandbox_rows(self, chats: Sequence[ChatId]) -> SandboxRows:
+        """The faults, accounts (by phone for personal chats, by lid for `@lid` chats) and groups
+        of these chats, in one read."""
+        ...
+
     async def list_sandbox_accounts(self) -> list[SandboxAccount]: ...
     async def list_sandbox_groups(self) -> list[SandboxGroup]: ...
 
@@ -133,16 +139,24 @@ class Store(Protocol):
         """Record an accepted getAvatarAsync request durably."""
         ...
 
-    async def claim_avatar_jobs(self, limit: int, lease: timedelta) -> list[AvatarJob]:
-        """Claim up to `limit` jobs: per instance, the oldest job, and only for instances with no
-        live claim, so that an instance's jobs run one at a time in order. A claim whose lease
-        has expired (its worker died) can be claimed again."""
+    async def claim_avatar_jobs(
+        self, limit: int, lease: timedelta, *, per_instance: int
+    ) -> list[AvatarJob]:
+        """Claim the jobs of up to `limit` instances, only of instances with no live claim,
+        oldest instance queue first: each one's oldest `per_instance` jobs (all, if it has
+        fewer), every one with `claimed_until = now + lease`; returned by id. An instance's
+        batch then runs while its next jobs wait, so its jobs complete in order, and no two
+        claimers (processes, nodes) ever hold jobs of one instance at the same time. A claim
+        whose lease has expired (its worker died) is claimed again, whole."""
         ...
 
-    async def complete_avatar_job(
-        self, job: AvatarJob, notification_body: Mapping[str, Any]
-    ) -> Notification:
-        """In one transaction: remove the job and queue its notification."""
+    async def complete_avatar_jobs(
+        self, completions: Sequence[tuple[AvatarJob, Mapping[str, Any]]]
+    ) -> list[Notification | None]:
+        """In one transaction, for each (job, notification body) in order: remove the job and
+        queue its notification, receipt ids growing in list order. Per completion, its
+        notification, or None (nothing written for it) if the job was gone: completed by
+        another worker that took it over after a lease expired, or its instance deleted."""
         ...
 
     async def count_avatar_jobs(self, instance_id: int | None = None) -> int: ...

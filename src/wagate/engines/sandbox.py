@@ -2,11 +2,13 @@
 
 Accounts, groups, avatars, privacy settings and faults come from a world file loaded with
 `wagate sandbox load` (see `sandbox_world`). The engine reads the store on every call and caches
-nothing, so a world loaded by the CLI in another process takes effect at once.
+nothing, so a world loaded by the CLI in another process takes effect at once. Lookups started
+together (the avatar worker runs a batch of one instance's jobs at once) share one store read.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections import OrderedDict
 
@@ -24,6 +26,7 @@ from wagate.core.model import (
     InstanceState,
     PrivacyLevel,
     SandboxAccount,
+    SandboxRows,
 )
 from wagate.core.ports import ImageStore, Store
 
@@ -36,6 +39,52 @@ _FAULT_RESULTS = {
     FaultKind.RATE_LIMITED: AvatarStatus.RATE_LIMITED,
     FaultKind.BAD_REQUEST: AvatarStatus.BAD_REQUEST,
 }
+
+
+class _CoalescedReads:
+    """Reads the world rows of every chat asked for during one event-loop iteration with one
+    store call, instead of two or three round trips per lookup."""
+
+    def __init__(self, store: Store) -> None:
+        self._store = store
+        self._waiting: list[tuple[ChatId, asyncio.Future[SandboxRows]]] = []
+        self._reads: set[asyncio.Task[None]] = set()
+
+    async def rows_for(self, chat: ChatId) -> SandboxRows:
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[SandboxRows] = loop.create_future()
+        self._waiting.append((chat, future))
+        if len(self._waiting) == 1:
+            # After the callbacks already queued: lookups started together all join first.
+            loop.call_soon(self._start_read)
+        return await future
+
+    def _start_read(self) -> None:
+        waiting, self._waiting = self._waiting, []
+        task = asyncio.get_running_loop().create_task(self._read(waiting))
+        self._reads.add(task)
+        task.add_done_callback(self._reads.discard)
+
+    async def _read(self, waiting: list[tuple[ChatId, asyncio.Future[SandboxRows]]]) -> None:
+        try:
+            rows = await self._store.get_sandbox_rows([chat for chat, _ in waiting])
+        except asyncio.CancelledError:  # the engine is closing
+            for _, future in waiting:
+                future.cancel()
+            raise
+        except Exception as exc:  # every waiting lookup must hear of it
+            for _, future in waiting:
+                if not future.done():
+                    future.set_exception(exc)
+            return
+        for _, future in waiting:
+            if not future.done():
+                future.set_result(rows)
+
+    async def aclose(self) -> None:
+        for task in self._reads:
+            task.cancel()
+        await asyncio.gather(*self._reads, return_exceptions=True)
 
 
 class SandboxEngine:
@@ -57,21 +106,23 @@ class SandboxEngine:
     def __init__(self, store: Store, images: ImageStore) -> None:
         self._store = store
         self._images = images
+        self._reads = _CoalescedReads(store)
         # Images are addressed by their digest, so a cached one can never be stale.
         self._image_cache: OrderedDict[str, AvatarImage] = OrderedDict()
 
     async def fetch_avatar(self, instance: Instance, chat: ChatId) -> AvatarResult:
-        fault = await self._store.get_sandbox_fault(str(chat))
+        rows = await self._reads.rows_for(chat)
+        fault = rows.faults.get(str(chat))
         if fault is not None:
             if fault.kind is FaultKind.TIMEOUT:
                 await anyio.sleep_forever()
             return AvatarResult(_FAULT_RESULTS[fault.kind])
         if chat.kind is ChatKind.GROUP:
-            group = await self._store.get_sandbox_group(str(chat))
+            group = rows.groups.get(str(chat))
             if group is None:
                 return AvatarResult(AvatarStatus.NOT_ON_WHATSAPP)
             return await self._avatar(group.avatar_digest, chat)
-        account = await self._account(chat)
+        account = rows.account_for(chat)
         if account is None or not account.on_whatsapp:
             return AvatarResult(AvatarStatus.NOT_ON_WHATSAPP)
         if not _may_see(instance, account):
@@ -145,7 +196,8 @@ class SandboxEngine:
         return account.name or None
 
     async def aclose(self) -> None:
-        """Nothing to release: the store and image store belong to the caller."""
+        """Stops reads in flight; the store and image store belong to the caller."""
+        await self._reads.aclose()
 
 
 def _may_see(instance: Instance, account: SandboxAccount) -> bool:

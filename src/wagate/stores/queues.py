@@ -20,8 +20,15 @@ DEAD = NotificationStatus.DEAD.value
 # Statements of the frequent calls, built once (see sql.py).
 _INSERT_JOBS = insert(avatar_jobs).returning(avatar_jobs.c.id)
 _INSERT_JOBS_ORDERED = insert(avatar_jobs).returning(avatar_jobs.c.id, sort_by_parameter_order=True)
-_DELETE_JOB = delete(avatar_jobs).where(avatar_jobs.c.id == bindparam("job_id"))
-_ADD_NOTIFICATION = insert(notifications).returning(notifications.c.receipt_id)
+_DELETE_JOBS = (
+    delete(avatar_jobs)
+    .where(avatar_jobs.c.id.in_(bindparam("job_ids", expanding=True)))
+    .returning(avatar_jobs.c.id)
+)
+_ADD_NOTIFICATIONS = insert(notifications).returning(notifications.c.receipt_id)
+_ADD_NOTIFICATIONS_ORDERED = insert(notifications).returning(
+    notifications.c.receipt_id, sort_by_parameter_order=True
+)
 
 
 def now_utc() -> datetime:
@@ -55,10 +62,14 @@ def insert_jobs(
     ]
 
 
-# claim_jobs: `live` and `queued` are two views of avatar_jobs in one statement.
+# claim_jobs: `live`, `queued`, `head` and `batch` are views of avatar_jobs in one statement.
 _live = avatar_jobs.alias("live")
 _queued = avatar_jobs.alias("queued")
+_head = avatar_jobs.alias("head")
+_batch = avatar_jobs.alias("batch")
+_chosen = instances.alias("chosen")
 _NOW = bindparam("now", type_=UtcDateTime)
+_MAX_ID = 2**63 - 1
 _oldest_job = (
     select(func.min(_queued.c.id)).where(_queued.c.instance_id == instances.c.id).scalar_subquery()
 )
@@ -73,17 +84,29 @@ _CLAIMABLE_INSTANCES = (
 )
 # NO KEY UPDATE: does not block inserts whose foreign keys point at the instance.
 _LOCK_CLAIMABLE_INSTANCES = _CLAIMABLE_INSTANCES.with_for_update(skip_locked=True, key_share=True)
+# The id of a chosen instance's `per_instance`-th oldest job (NULL when it has fewer): the last
+# one of its batch. One walk of the (instance_id, id) index, however long the queue is.
+_batch_end = (
+    select(_head.c.id)
+    .where(_head.c.instance_id == _chosen.c.id)
+    .order_by(_head.c.id)
+    .limit(1)
+    .offset(bindparam("end_offset"))
+    .scalar_subquery()
+)
 _CLAIM_OLDEST_JOBS = (
     update(avatar_jobs)
     .where(
         avatar_jobs.c.id.in_(
-            select(func.min(_queued.c.id))
-            .where(_queued.c.instance_id.in_(bindparam("instance_ids", expanding=True)))
-            .group_by(_queued.c.instance_id)
-        ),
-        ~exists().where(
-            _live.c.instance_id == avatar_jobs.c.instance_id, _live.c.claimed_until > _NOW
-        ),
+            select(_batch.c.id)
+            .select_from(_chosen.join(_batch, _batch.c.instance_id == _chosen.c.id))
+            .where(
+                _chosen.c.id.in_(bindparam("instance_ids", expanding=True)),
+                # Checked once per instance (not per job), in this statement's snapshot.
+                ~exists().where(_live.c.instance_id == _chosen.c.id, _live.c.claimed_until > _NOW),
+                _batch.c.id <= func.coalesce(_batch_end, _MAX_ID),
+            )
+        )
     )
     .values(claimed_until=bindparam("until", type_=UtcDateTime))
     .returning(*avatar_jobs.c)
@@ -91,49 +114,84 @@ _CLAIM_OLDEST_JOBS = (
 
 
 def claim_jobs(
-    conn: Connection, limit: int, lease: timedelta, *, lock_rows: bool
+    conn: Connection, limit: int, per_instance: int, lease: timedelta, *, lock_rows: bool
 ) -> list[AvatarJob]:
-    """Claim each chosen instance's oldest job, for instances with no live claim, oldest queue
-    first. With `lock_rows` (PostgreSQL), the instances are locked first with SKIP LOCKED, so
+    """Claim the oldest `per_instance` jobs (or all, if fewer) of up to `limit` instances with no
+    live claim, oldest queue first; all get `claimed_until = now + lease`. Returned by id.
+
+    With `lock_rows` (PostgreSQL), the instances are locked first with SKIP LOCKED, so
     concurrent claimers take different instances; the jobs are then chosen by a second statement
-    whose fresh READ COMMITTED snapshot sees every claim committed before the lock was granted.
-    Without it, the caller's BEGIN IMMEDIATE transaction already excludes other writers."""
+    whose fresh READ COMMITTED snapshot sees every claim committed before the lock was granted
+    (and skips an instance that has one). Without it, the caller's BEGIN IMMEDIATE transaction
+    already excludes other writers. Either way no two claimers ever hold jobs of one instance
+    at the same time."""
     now = now_utc()
     candidates = _LOCK_CLAIMABLE_INSTANCES if lock_rows else _CLAIMABLE_INSTANCES
     instance_ids = list(conn.execute(candidates, {"now": now, "limit": limit}).scalars())
     if not instance_ids:
         return []
-    params = {"now": now, "instance_ids": instance_ids, "until": now + lease}
+    params = {
+        "now": now,
+        "instance_ids": instance_ids,
+        "end_offset": per_instance - 1,
+        "until": now + lease,
+    }
     rows = conn.execute(_CLAIM_OLDEST_JOBS, params).mappings().all()
     return sorted((_rows.job_from_row(row) for row in rows), key=lambda job: job.id)
 
 
-def complete_job(conn: Connection, job: AvatarJob, body: Mapping[str, Any]) -> Notification:
-    """Delete the job and queue its notification under a fresh webhook id; LookupError, before
-    anything is written, if the job is gone."""
-    removed = conn.execute(_DELETE_JOB, {"job_id": job.id})
-    if removed.rowcount == 0:
-        raise LookupError(f"avatar job {job.id} is no longer queued")
+def complete_jobs(
+    conn: Connection,
+    completions: Sequence[tuple[AvatarJob, Mapping[str, Any]]],
+    *,
+    ordered_returning: bool,
+) -> list[Notification | None]:
+    """Delete the jobs and queue a notification for each one that was still there, under a
+    fresh webhook id, receipt ids growing in list order. Per completion: its notification, or
+    None if the job was gone (another worker took it over and completed it first, or its
+    instance was deleted). Two statements however many jobs; `ordered_returning` as in
+    `insert_jobs`."""
+    outcomes: list[Notification | None] = [None] * len(completions)
+    if not completions:
+        return outcomes
+    job_ids = [job.id for job, _ in completions]
+    removed = set(conn.execute(_DELETE_JOBS, {"job_ids": job_ids}).scalars())
+    kept: list[int] = []  # positions of the completions whose job this transaction removed
+    for position, job_id in enumerate(job_ids):
+        if job_id in removed:
+            removed.discard(job_id)  # a job listed twice is completed once
+            kept.append(position)
+    if not kept:
+        return outcomes
     now = now_utc()
-    webhook_id = f"msg_{uuid.uuid4().hex}"
-    row = {
-        "instance_id": job.instance_id,
-        "body": _rows.dump_json(dict(body)),
-        "status": QUEUED,
-        "webhook_id": webhook_id,
-        "created_at": now,
-        "attempts": 0,
-        "last_error": "",
-    }
-    receipt_id = conn.execute(_ADD_NOTIFICATION, row).scalar_one()
-    return Notification(
-        receipt_id=receipt_id,
-        instance_id=job.instance_id,
-        body=dict(body),
-        status=NotificationStatus.QUEUED,
-        created_at=now,
-        webhook_id=webhook_id,
-    )
+    webhook_ids = [f"msg_{uuid.uuid4().hex}" for _ in kept]
+    rows = [
+        {
+            "instance_id": completions[position][0].instance_id,
+            "body": _rows.dump_json(dict(completions[position][1])),
+            "status": QUEUED,
+            "webhook_id": webhook_id,
+            "created_at": now,
+            "attempts": 0,
+            "last_error": "",
+        }
+        for position, webhook_id in zip(kept, webhook_ids, strict=True)
+    ]
+    statement = _ADD_NOTIFICATIONS_ORDERED if ordered_returning else _ADD_NOTIFICATIONS
+    receipt_ids = list(conn.execute(statement, rows).scalars())
+    if not ordered_returning:
+        receipt_ids.sort()  # SQLite assigns them in VALUES order, as in `insert_jobs`
+    for position, webhook_id, receipt_id in zip(kept, webhook_ids, receipt_ids, strict=True):
+        job, body = completions[position]
+        outcomes[position] = Notification(
+            receipt_id=receipt_id,
+            instance_id=job.instance_id,
+            body=dict(body),
+            status=NotificationStatus.QUEUED,
+            created_at=now,
+            webhook_id=webhook_id,
+        )
+    return outcomes
 
 
 def replay_dead(conn: Connection, instance_id: int, receipt_ids: Sequence[int] | None) -> int:

@@ -33,6 +33,8 @@ from sqlalchemy.exc import IntegrityError
 from wagate.core.errors import InstanceConflict, UnknownInstance, WagateError
 from wagate.core.model import (
     AvatarJob,
+    ChatId,
+    ChatKind,
     Instance,
     InstanceSettings,
     InstanceState,
@@ -41,6 +43,7 @@ from wagate.core.model import (
     SandboxAccount,
     SandboxFault,
     SandboxGroup,
+    SandboxRows,
 )
 from wagate.stores import _rows, queues
 from wagate.stores._threads import Database, GroupCommit, SqlRunner
@@ -73,6 +76,18 @@ _GET_SANDBOX_ACCOUNT_BY_LID = select(sandbox_accounts).where(
 )
 _GET_SANDBOX_GROUP = select(sandbox_groups).where(sandbox_groups.c.chat_id == bindparam("key"))
 _GET_SANDBOX_FAULT = select(sandbox_faults).where(sandbox_faults.c.chat_id == bindparam("key"))
+_SANDBOX_FAULTS_OF = select(sandbox_faults).where(
+    sandbox_faults.c.chat_id.in_(bindparam("keys", expanding=True))
+)
+_SANDBOX_ACCOUNTS_OF = select(sandbox_accounts).where(
+    sandbox_accounts.c.phone.in_(bindparam("keys", expanding=True))
+)
+_SANDBOX_ACCOUNTS_BY_LID_OF = select(sandbox_accounts).where(
+    sandbox_accounts.c.lid.in_(bindparam("keys", expanding=True))
+)
+_SANDBOX_GROUPS_OF = select(sandbox_groups).where(
+    sandbox_groups.c.chat_id.in_(bindparam("keys", expanding=True))
+)
 _LIST_NOTIFICATIONS = (
     select(notifications)
     .where(
@@ -100,6 +115,10 @@ _COUNT_QUEUED_NOTIFICATIONS = (
 _JobRequest = tuple[int, str, datetime]
 # The most `enqueue_avatar_job` calls one transaction writes.
 _MAX_JOB_BATCH = 256
+# A job and the body of its notification, as `complete_avatar_jobs` takes them.
+_Completion = tuple[AvatarJob, Mapping[str, Any]]
+# The most `complete_avatar_jobs` calls (each a list of jobs) one transaction writes.
+_MAX_COMPLETION_BATCH = 32
 
 
 def open_store(database_url: str) -> OpeningStore:
@@ -159,7 +178,8 @@ class SqlStore(PushDelivery):
     `open_store`; it is also an async context manager that closes itself.
 
     Each method runs its whole transaction as one function in a worker thread (`_threads.py`);
-    concurrent `enqueue_avatar_job` calls share one transaction (`GroupCommit`).
+    concurrent `enqueue_avatar_job` calls share one transaction (`GroupCommit`), and so do
+    concurrent `complete_avatar_jobs` calls.
     """
 
     def __init__(self, database: Database) -> None:
@@ -168,6 +188,9 @@ class SqlStore(PushDelivery):
         self._reader = database.reader
         self._is_postgres = self._writer.is_postgres
         self._jobs = GroupCommit(self._writer, self._insert_jobs, max_batch=_MAX_JOB_BATCH)
+        self._completions = GroupCommit(
+            self._writer, self._complete_jobs, max_batch=_MAX_COMPLETION_BATCH
+        )
 
     @property
     def engines(self) -> tuple[SqlRunner, SqlRunner]:
@@ -343,6 +366,34 @@ class SqlStore(PushDelivery):
         params = {"key": chat_id}
         return await self._fetch_one(_GET_SANDBOX_FAULT, _rows.fault_from_row, params)
 
+    async def get_sandbox_rows(self, chats: Sequence[ChatId]) -> SandboxRows:
+        ids = sorted({str(chat) for chat in chats})
+        phones = sorted({chat.user for chat in chats if chat.kind is ChatKind.PERSONAL})
+        lids = sorted({chat.user for chat in chats if chat.kind is ChatKind.LID})
+        groups = sorted({str(chat) for chat in chats if chat.kind is ChatKind.GROUP})
+
+        def read(conn: Connection) -> SandboxRows:
+            def rows(query: Select[Any], keys: list[str]) -> list[RowMapping]:
+                if not keys:
+                    return []
+                return list(conn.execute(query, {"keys": keys}).mappings())
+
+            by_phone = [_rows.account_from_row(r) for r in rows(_SANDBOX_ACCOUNTS_OF, phones)]
+            by_lid = [_rows.account_from_row(r) for r in rows(_SANDBOX_ACCOUNTS_BY_LID_OF, lids)]
+            return SandboxRows(
+                faults={
+                    f.chat_id: f for f in map(_rows.fault_from_row, rows(_SANDBOX_FAULTS_OF, ids))
+                },
+                accounts={a.phone: a for a in by_phone},
+                accounts_by_lid={a.lid: a for a in by_lid if a.lid is not None},
+                groups={
+                    g.chat_id: g
+                    for g in map(_rows.group_from_row, rows(_SANDBOX_GROUPS_OF, groups))
+                },
+            )
+
+        return await self._reader.run(read)
+
     async def list_sandbox_accounts(self) -> list[SandboxAccount]:
         query = select(sandbox_accounts).order_by(sandbox_accounts.c.phone)
         return await self._fetch(query, _rows.account_from_row)
@@ -387,29 +438,60 @@ class SqlStore(PushDelivery):
                 outcomes.append(exc)
         return outcomes
 
-    async def claim_avatar_jobs(self, limit: int, lease: timedelta) -> list[AvatarJob]:
-        """Claim up to `limit` jobs, oldest instance queue first: each instance's oldest job, for
-        instances with no live claim; claimed jobs carry `claimed_until = now + lease`. No two
-        claimers (processes or PostgreSQL nodes) get one job, or two jobs of one instance."""
-        if limit <= 0:
+    async def claim_avatar_jobs(
+        self, limit: int, lease: timedelta, *, per_instance: int
+    ) -> list[AvatarJob]:
+        """Claim the jobs of up to `limit` instances, oldest instance queue first, among those
+        with no live claim: each one's oldest `per_instance` jobs (all, if it has fewer), every
+        one with `claimed_until = now + lease`; returned by id. No two claimers (processes or
+        PostgreSQL nodes) ever hold jobs of one instance at the same time."""
+        if limit <= 0 or per_instance <= 0:
             return []
         lock_rows = self._is_postgres
         return await self._writer.run(
-            lambda conn: queues.claim_jobs(conn, limit, lease, lock_rows=lock_rows)
+            lambda conn: queues.claim_jobs(conn, limit, per_instance, lease, lock_rows=lock_rows)
         )
+
+    async def complete_avatar_jobs(
+        self, completions: Sequence[_Completion]
+    ) -> list[Notification | None]:
+        """In one transaction, for each (job, notification body) in order: remove the job and
+        queue its notification, receipt ids growing in list order; its notification, or None,
+        changing nothing for it, if the job is gone (another worker took it over after this
+        one's lease expired and completed it first, or its instance was deleted). So exactly one
+        notification per job is ever queued.
+
+        Concurrent calls are written together, in call order, by one transaction (group
+        commit); each returns once that transaction has committed.
+        """
+        if not completions:
+            return []
+        return await self._completions.submit(list(completions))
+
+    def _complete_jobs(
+        self, calls: Sequence[Sequence[_Completion]]
+    ) -> list[list[Notification | None]]:
+        """Write one batch of `complete_avatar_jobs` calls; runs in a writer thread."""
+        flat = [completion for call in calls for completion in call]
+        ordered_returning = self._is_postgres
+        done = self._writer.call(
+            lambda conn: queues.complete_jobs(conn, flat, ordered_returning=ordered_returning)
+        )
+        outcomes: list[list[Notification | None]] = []
+        start = 0
+        for call in calls:
+            outcomes.append(done[start : start + len(call)])
+            start += len(call)
+        return outcomes
 
     async def complete_avatar_job(
         self, job: AvatarJob, notification_body: Mapping[str, Any]
     ) -> Notification:
-        """In one transaction: remove the job and queue its notification.
-
-        Raises LookupError, changing nothing, if the job is gone: another worker took it over
-        after this one's lease expired and completed it first, or its instance was deleted.
-        So exactly one notification per job is ever queued.
-        """
-        return await self._writer.run(
-            lambda conn: queues.complete_job(conn, job, notification_body)
-        )
+        """`complete_avatar_jobs` for one job; LookupError, changing nothing, if it is gone."""
+        [done] = await self.complete_avatar_jobs([(job, notification_body)])
+        if done is None:
+            raise LookupError(f"avatar job {job.id} is no longer queued")
+        return done
 
     async def count_avatar_jobs(self, instance_id: int | None = None) -> int:
         query = select(func.count()).select_from(avatar_jobs)

@@ -9,22 +9,28 @@ from datetime import UTC, datetime, timedelta
 from wagate.core.avatars import AvatarService
 from wagate.core.errors import BadRequestData
 from wagate.core.instances import InstanceService
-from wagate.core.model import AvatarJob, AvatarLookup, AvatarStatus
+from wagate.core.model import AvatarJob, AvatarLookup, AvatarStatus, Instance
 from wagate.core.ports import Store, WakeUps
 from wagate.wire.chat_id import parse_chat_id
-from wagate.wire.notifications import avatar_info_notification
+from wagate.wire.notifications import AvatarInfoNotification, avatar_info_notification
 
 logger = logging.getLogger(__name__)
 
 _COALESCE_S = 0.002
+# Jobs claimed, looked up and completed together per instance: one claim and one completion
+# transaction (and two thread hops) serve them all.
+JOBS_PER_INSTANCE = 64
 
 
 class AvatarJobWorker:
-    """Claims jobs (one at a time per instance, in acknowledgement order) and runs them
-    concurrently across instances.
+    """Claims jobs in batches per instance (an instance's oldest `jobs_per_instance`, only when
+    none of its jobs is claimed) and runs up to `concurrency` instance batches at once.
 
-    A job is removed only in the transaction that queues its notification, so a crash at any
-    point leaves it to be claimed again once its lease expires: at least once, never zero.
+    A batch's lookups run concurrently; its notifications are then queued in one transaction,
+    in job id (acknowledgement) order, and only after that can the instance's next batch be
+    claimed: so an instance's avatarInfo notifications keep request order. A job is removed only
+    in the transaction that queues its notification, so a crash at any point leaves it to be
+    claimed again once its lease expires: at least once, never zero.
     """
 
     def __init__(
@@ -37,6 +43,7 @@ class AvatarJobWorker:
         concurrency: int,
         poll_interval_s: float,
         phone_digits: tuple[int, int],
+        jobs_per_instance: int = JOBS_PER_INSTANCE,
     ) -> None:
         self._store = store
         self._instances = instances
@@ -45,7 +52,10 @@ class AvatarJobWorker:
         self._concurrency = concurrency
         self._poll_interval_s = poll_interval_s
         self._phone_digits = phone_digits
-        # Longer than any lookup can take, so a live worker never loses its claim.
+        self._jobs_per_instance = jobs_per_instance
+        # Longer than any batch can take, so a live worker never loses its claim: a batch's
+        # lookups run concurrently, not one after another, and each is bounded by the avatar
+        # timeout, so a batch of 64 takes about as long as its slowest lookup, not 64 of them.
         self._lease = timedelta(seconds=avatars.timeout_s * 2 + 5)
         self._running: set[asyncio.Task[None]] = set()
 
@@ -56,11 +66,18 @@ class AvatarJobWorker:
                 claimed: list[AvatarJob] = []
                 if free > 0:
                     try:
-                        claimed = await self._store.claim_avatar_jobs(free, self._lease)
+                        claimed = await self._store.claim_avatar_jobs(
+                            free, self._lease, per_instance=self._jobs_per_instance
+                        )
                     except Exception:
                         logger.exception("claiming avatar jobs failed", extra={"action": "claim"})
-                for job in claimed:
-                    task = asyncio.create_task(self._run_job(job), name=f"avatar-job:{job.id}")
+                batches: dict[int, list[AvatarJob]] = {}
+                for job in claimed:  # by id, so each batch is in acknowledgement order
+                    batches.setdefault(job.instance_id, []).append(job)
+                for instance_id, jobs in batches.items():
+                    task = asyncio.create_task(
+                        self._run_batch(instance_id, jobs), name=f"avatar-jobs:{jobs[0].id}"
+                    )
                     self._running.add(task)
                     task.add_done_callback(self._running.discard)
                 if not claimed:
@@ -73,27 +90,44 @@ class AvatarJobWorker:
                 task.cancel()
             await asyncio.gather(*self._running, return_exceptions=True)
 
-    async def _run_job(self, job: AvatarJob) -> None:
+    async def _run_batch(self, instance_id: int, jobs: list[AvatarJob]) -> None:
+        """Look one instance's claimed jobs up concurrently, then queue their notifications in
+        one transaction, in job id order."""
         try:
-            instance = await self._instances.find(job.instance_id)
+            instance = await self._instances.find(instance_id)
             if instance is None:
                 return  # deleted with its jobs; nothing to answer
-            try:
-                chat = parse_chat_id(job.chat_id, self._phone_digits)
-            except BadRequestData:
-                # Accepted under a wider phone-digit setting than the current one.
-                lookup = AvatarLookup(AvatarStatus.BAD_REQUEST)
-            else:
-                lookup = await self._avatars.lookup(instance, chat)
-            body = avatar_info_notification(instance, job.chat_id, lookup, datetime.now(UTC))
-            await self._store.complete_avatar_job(job, body)
-            await self._wakeups.notification_added(instance.id)
-        except LookupError:
-            logger.info("avatar job already completed elsewhere", extra={"job": job.id})
+            # A TaskGroup rather than gather: an unexpected failure cancels the other lookups.
+            async with asyncio.TaskGroup() as group:
+                answers = [group.create_task(self._answer(instance, job)) for job in jobs]
+            completions = [
+                (job, answer.result()) for job, answer in zip(jobs, answers, strict=True)
+            ]
+            done = await self._store.complete_avatar_jobs(completions)
+            gone = [
+                job.id for job, notification in zip(jobs, done, strict=True) if notification is None
+            ]
+            if gone:
+                logger.info("avatar jobs already completed elsewhere", extra={"jobs": gone})
+            if len(gone) < len(jobs):
+                await self._wakeups.notification_added(instance_id)
         except Exception:
-            # The claim lapses and the job runs again: a failure here delays, never loses.
+            # The claim lapses and the jobs run again: a failure here delays, never loses.
             logger.exception(
-                "avatar job failed", extra={"action": "avatar_job_failed", "job": job.id}
+                "avatar jobs failed",
+                extra={"action": "avatar_job_failed", "instance": instance_id, "job": jobs[0].id},
             )
         finally:
             await self._wakeups.job_added()
+
+    async def _answer(self, instance: Instance, job: AvatarJob) -> AvatarInfoNotification:
+        """The avatarInfo body of one job. Raises only for a failure of wagate itself: the
+        lookup turns every outcome WhatsApp can produce into a value."""
+        try:
+            chat = parse_chat_id(job.chat_id, self._phone_digits)
+        except BadRequestData:
+            # Accepted under a wider phone-digit setting than the current one.
+            lookup = AvatarLookup(AvatarStatus.BAD_REQUEST)
+        else:
+            lookup = await self._avatars.lookup(instance, chat)
+        return avatar_info_notification(instance, job.chat_id, lookup, datetime.now(UTC))
