@@ -37,6 +37,8 @@ from wagate.workers.webhook_sender import HttpWebhookSender, Resolver, resolve_h
 logger = logging.getLogger(__name__)
 
 PARTNER_TOKEN_FILE = "partner-token"  # noqa: S105 - a file name, not a secret
+# Notifications read ahead per polled instance on SQLite: one read serves this many receives.
+_POLL_PREFETCH = 16
 
 
 @dataclass
@@ -100,6 +102,14 @@ async def open_runtime(
         )
         stack.push_async_callback(webhooks.aclose)
         instances = InstanceService(store, cache_ttl_s=settings.poll_interval_s)
+        # One server process writes an SQLite store alone, so it may answer polls from a window
+        # of prefetched notifications (see NotificationService); PostgreSQL nodes share theirs.
+        notifications = NotificationService(
+            store,
+            wakeups,
+            settings.poll_interval_s,
+            prefetch=_POLL_PREFETCH if settings.is_sqlite else 1,
+        )
         runtime: Runtime
         avatars = AvatarService(
             store,
@@ -117,8 +127,8 @@ async def open_runtime(
             wakeups=wakeups,
             instances=instances,
             avatars=avatars,
-            notifications=NotificationService(store, wakeups, settings.poll_interval_s),
-            settings_service=SettingsService(instances, webhooks, wakeups),
+            notifications=notifications,
+            settings_service=SettingsService(instances, notifications, webhooks, wakeups),
             webhooks=webhooks,
             rate_limiter=rate_limiter,
             partner_token=partner_token,

@@ -4,12 +4,20 @@ from __future__ import annotations
 
 from wagate.core.instances import InstanceService
 from wagate.core.model import Instance, InstanceSettings
+from wagate.core.notifications import NotificationService
 from wagate.core.ports import WakeUps, WebhookSender
 
 
 class SettingsService:
-    def __init__(self, instances: InstanceService, sender: WebhookSender, wakeups: WakeUps) -> None:
+    def __init__(
+        self,
+        instances: InstanceService,
+        notifications: NotificationService,
+        sender: WebhookSender,
+        wakeups: WakeUps,
+    ) -> None:
         self._instances = instances
+        self._notifications = notifications
         self._sender = sender
         self._wakeups = wakeups
 
@@ -22,5 +30,7 @@ class SettingsService:
             await self._sender.check_url(url)
         updated = await self._instances.set_settings(instance.id, settings)
         if url != instance.settings.webhook_url:
+            # Pushing takes notifications off the queue behind the polling window's back.
+            self._notifications.forget(instance.id)
             await self._wakeups.notification_added(instance.id)
         return updated
