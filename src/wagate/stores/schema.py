@@ -171,6 +171,8 @@ avatar_jobs = Table(
     # Set while a worker holds the job; a past value means that worker died.
     Column("claimed_until", UtcDateTime, nullable=True),
     Index(None, "instance_id", "id"),
+    # The claim asks "has this instance a live claim?" of every candidate instance.
+    Index(None, "instance_id", "claimed_until"),
     sqlite_autoincrement=True,
 )
 
