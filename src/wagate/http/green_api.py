@@ -22,6 +22,7 @@ from wagate.core.errors import ValidationFailed
 from wagate.core.instances import parse_instance_id
 from wagate.core.model import Instance
 from wagate.http.deps import json_body_doc
+from wagate.http.guard import BODY_SCOPE_KEY
 from wagate.wire.bodies import validate_body
 from wagate.wire.methods import BY_LOWER_NAME
 
@@ -37,9 +38,13 @@ class MethodCall:
     runtime: Runtime
     instance: Instance
 
+    async def raw_body(self) -> bytes:
+        body = self.request.scope.get(BODY_SCOPE_KEY)
+        return body if isinstance(body, bytes) else await self.request.body()
+
     async def body(self, model: type[M]) -> M:
         """The JSON body as `model`, or `ValidationFailed` with GREEN-API's texts."""
-        return validate_body(model, await self.request.body())
+        return validate_body(model, await self.raw_body())
 
     def path_param(self, name: str) -> str:
         return str(self.request.path_params[name])

@@ -25,6 +25,8 @@ logger = logging.getLogger("wagate.access")
 
 _INSTANCE_PATH = re.compile(r"^/wainstance([^/]*)(?:/([^/]*))?(/.*)?$", re.IGNORECASE)
 _PARTNER_PATH = re.compile(r"^/partner/([^/]*)(/.*)?$", re.IGNORECASE)
+# Where the guard leaves the request body it has read (and checked against the size limit).
+BODY_SCOPE_KEY = "wagate.body"
 
 
 class _BodyTooLarge(Exception):
@@ -54,6 +56,9 @@ class GreenApiGuard:
             label, failure = self._check_path(scope)
             if failure is None:
                 body = await self._read_body(scope, receive)
+                # Routes take it from here: Starlette's Request.body() would read it again,
+                # chunk by chunk through the replay, at a cost a small request notices.
+                scope[BODY_SCOPE_KEY] = body
                 replay = _Replay(body, receive)
                 await self.app(scope, replay, send_wrapper)
             else:

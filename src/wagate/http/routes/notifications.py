@@ -77,7 +77,7 @@ async def delete_notification(call: MethodCall) -> Response:
 async def delete_notification_from_body(call: MethodCall) -> Response:
     """The official Python SDK's `deleteNotificationAsync` sends the receipt id as the JSON body
     of `.../deleteNotification/{token}/`; accept that form too."""
-    value = parse_json(await call.request.body())
+    value = parse_json(await call.raw_body())
     if isinstance(value, bool) or not isinstance(value, int) or value < 0:
         raise InvalidPathParameter("Parameter receiptId must be a Number")
     deleted = value <= _MAX_RECEIPT_ID and await call.runtime.notifications.delete(
