@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from datetime import UTC, datetime, timedelta
 
 import anyio
@@ -235,6 +236,22 @@ async def test_mark_delivered_removes_only_the_named_queued_ones(store: SqlStore
     assert [n.receipt_id for n in remaining] == ids[2:]
     assert len(await store.list_notifications(A, NotificationStatus.DEAD)) == 2
     assert await store.count_notifications(B) == 1
+
+
+async def test_concurrent_marks_each_get_their_own_count(store: SqlStore) -> None:
+    await add(store, A, B, C)
+    ids = {instance: await queue(store, instance, 3) for instance in (A, B, C)}
+    counts = await asyncio.gather(
+        store.mark_delivered(A, ids[A][:2]),
+        store.mark_delivered(B, ids[B]),
+        store.mark_delivered(C, ids[A]),  # another instance's receipts: none of C's
+        store.mark_delivered(A, ids[A][:1]),  # already taken by the first call, or about to be
+    )
+    assert list(counts[1:3]) == [3, 0]
+    assert counts[0] + counts[3] == 2
+    assert [n.receipt_id for n in await store.queued_notifications(A, 10)] == ids[A][2:]
+    assert await store.count_notifications(B) == 0
+    assert await store.count_notifications(C) == 3
 
 
 async def test_a_batch_of_a_hundred(store: SqlStore) -> None:

@@ -32,7 +32,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 
 from wagate.core.model import Notification
 from wagate.stores import _rows
-from wagate.stores._threads import SqlRunner
+from wagate.stores._threads import GroupCommit, SqlRunner
 from wagate.stores.queues import QUEUED, now_utc
 from wagate.stores.schema import UtcDateTime, instances, notifications, push_lanes
 
@@ -169,6 +169,7 @@ class PushDelivery:
     _is_postgres: bool
     _writer: SqlRunner
     _reader: SqlRunner
+    _marks: GroupCommit[tuple[int, list[int]], int]
 
     async def claim_push_lanes(self, limit: int, lease: timedelta) -> list[int]:
         """Lease up to `limit` free lanes of push-mode instances whose head is due, oldest head
@@ -202,10 +203,24 @@ class PushDelivery:
         )
 
     async def mark_delivered(self, instance_id: int, receipt_ids: Sequence[int]) -> int:
+        """Take delivered notifications off the queue; how many were still queued. Lanes
+        marking at the same time share one transaction (group commit)."""
         if not receipt_ids:
             return 0
-        params = {"instance_id": instance_id, "receipt_ids": list(receipt_ids)}
-        return await self._writer.run(lambda conn: conn.execute(_MARK_DELIVERED, params).rowcount)
+        return await self._marks.submit((instance_id, list(receipt_ids)))
+
+    def _mark_batch(self, marks: Sequence[tuple[int, list[int]]]) -> list[int]:
+        """Write one batch of `mark_delivered` calls; runs in a writer thread."""
+
+        def mark(conn: Connection) -> list[int]:
+            return [
+                conn.execute(
+                    _MARK_DELIVERED, {"instance_id": instance_id, "receipt_ids": receipt_ids}
+                ).rowcount
+                for instance_id, receipt_ids in marks
+            ]
+
+        return self._writer.call(mark)
 
     async def record_delivery_failure(
         self, instance_id: int, receipt_id: int, error: str, retry_at: datetime

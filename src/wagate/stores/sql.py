@@ -114,6 +114,8 @@ _COUNT_QUEUED_NOTIFICATIONS = (
 # An `enqueue_avatar_job` call: (instance_id, chat_id, created_at).
 _JobRequest = tuple[int, str, datetime]
 # The most `enqueue_avatar_job` calls one transaction writes.
+# Lanes' delivery marks per transaction: each is one DELETE of up to a lane batch of rows.
+_MAX_MARK_BATCH = 64
 _MAX_JOB_BATCH = 256
 # A job and the body of its notification, as `complete_avatar_jobs` takes them.
 _Completion = tuple[AvatarJob, Mapping[str, Any]]
@@ -191,6 +193,7 @@ class SqlStore(PushDelivery):
         self._completions = GroupCommit(
             self._writer, self._complete_jobs, max_batch=_MAX_COMPLETION_BATCH
         )
+        self._marks = GroupCommit(self._writer, self._mark_batch, max_batch=_MAX_MARK_BATCH)
 
     @property
     def engines(self) -> tuple[SqlRunner, SqlRunner]:

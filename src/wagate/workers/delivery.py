@@ -23,6 +23,8 @@ from wagate.wire.standard_webhooks import webhook_headers
 logger = logging.getLogger(__name__)
 
 BATCH = 100
+# How long a lane whose queue ran dry stays claimed, waiting for more.
+LINGER_S = 0.05
 
 
 class PushDispatcher:
@@ -36,6 +38,7 @@ class PushDispatcher:
         timeout_s: float,
         max_interval_s: float,
         poll_interval_s: float,
+        linger_s: float = LINGER_S,
     ) -> None:
         self._store = store
         self._sender = sender
@@ -43,6 +46,7 @@ class PushDispatcher:
         self._concurrency = concurrency
         self._max_interval_s = max_interval_s
         self._poll_interval_s = poll_interval_s
+        self._linger_s = linger_s
         # Outlasts a whole batch of slow attempts only if renewed; renewed well before expiry.
         self._lease = timedelta(seconds=max(10.0, timeout_s * 2 + 5))
         self._lanes: dict[int, asyncio.Task[None]] = {}
@@ -111,13 +115,21 @@ class PushDispatcher:
 
     async def _deliver_lane(self, instance_id: int) -> None:
         renewed_at = time.monotonic()
+        lingered = False
         while True:
             instance = await self._store.get_instance(instance_id)
             if instance is None or not instance.settings.webhook_url:
                 return  # deleted, or switched back to polling
             batch = await self._store.queued_notifications(instance_id, BATCH)
             if not batch:
-                return
+                if lingered:
+                    return
+                # A busy instance's next notifications are usually moments away: waiting for
+                # them saves releasing and claiming the lane again (two write transactions).
+                await self._wakeups.wait_notification(instance_id, self._linger_s)
+                lingered = True
+                continue
+            lingered = False
             delivered: list[int] = []
             try:
                 for notification in batch:
