@@ -185,3 +185,16 @@ def test_get_contacts_query_parameters_filter(demo: Demo) -> None:
     assert groups, "the demo world has groups"
     assert one == [c for c in everything if c["type"] == "user"][:1]
     assert one
+
+
+def test_paths_the_guard_does_not_serve_itself_still_get_fastapis_answers(demo: Demo) -> None:
+    extra = httpx.get(demo.method_url("getSettings", "extra/segments"))
+    assert extra.status_code == 404
+    assert extra.json()["message"] == "Not Found"
+    wrong_verb = httpx.put(demo.method_url("getSettings"))
+    assert wrong_verb.status_code == 404
+    assert wrong_verb.json()["message"] == "invalid request method used"
+    head = httpx.head(demo.method_url("getSettings"))
+    assert head.status_code == 404  # not a GREEN-API verb for it, as for any other verb
+    assert httpx.get(f"{demo.url}/ping").json() == {"pong": True}
+    assert httpx.post(f"{demo.url}/ping", content=b"anything").json() == {"pong": True}

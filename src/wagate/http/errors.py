@@ -55,6 +55,11 @@ def envelope_response(
 
 async def _wagate_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, errors.WagateError)
+    return wagate_error_response(request, exc)
+
+
+def wagate_error_response(request: Request, exc: errors.WagateError) -> JSONResponse:
+    """The envelope for a wagate error; a server-side one is logged and its detail withheld."""
     status = status_for(exc)
     if status >= 500:
         logger.error("request failed", exc_info=exc, extra={"action": "request_failed"})

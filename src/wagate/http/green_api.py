@@ -22,7 +22,7 @@ from wagate.core.errors import ValidationFailed
 from wagate.core.instances import parse_instance_id
 from wagate.core.model import Instance
 from wagate.http.deps import json_body_doc
-from wagate.http.guard import BODY_SCOPE_KEY
+from wagate.http.direct import BODY_SCOPE_KEY, add_instance_method
 from wagate.wire.bodies import validate_body
 from wagate.wire.methods import BY_LOWER_NAME
 
@@ -133,6 +133,7 @@ def instance_method(
 
         endpoint.__name__ = handler.__name__
         endpoint.__doc__ = handler.__doc__
+        add_instance_method(verb, spec.name, path_suffix, endpoint)
         router.add_api_route(
             path,
             endpoint,

@@ -4,7 +4,8 @@
 2. A malformed GREEN-API path: non-numeric idInstance, missing token (400).
 3. An unknown method (404); a known one is rewritten to its canonical spelling so that
    routes match case-insensitively (`GetAvatarAsync` and `getavatarasync` are one route).
-It also logs each request with the token redacted and feeds the request metrics.
+It also logs each request with the token redacted and feeds the request metrics, and serves the
+routes of `direct` itself (instance methods, `/ping`), handing everything else to FastAPI.
 """
 
 from __future__ import annotations
@@ -14,9 +15,13 @@ import re
 import time
 from typing import Any
 
+from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from wagate.core.errors import WagateError
+from wagate.http import direct
+from wagate.http.errors import wagate_error_response
 from wagate.http.metrics import Metrics
 from wagate.wire.envelope import error_envelope, redact_path
 from wagate.wire.methods import BY_LOWER_NAME, PARTNER_METHODS
@@ -25,8 +30,6 @@ logger = logging.getLogger("wagate.access")
 
 _INSTANCE_PATH = re.compile(r"^/wainstance([^/]*)(?:/([^/]*))?(/.*)?$", re.IGNORECASE)
 _PARTNER_PATH = re.compile(r"^/partner/([^/]*)(/.*)?$", re.IGNORECASE)
-# Where the guard leaves the request body it has read (and checked against the size limit).
-BODY_SCOPE_KEY = "wagate.body"
 
 
 class _BodyTooLarge(Exception):
@@ -53,14 +56,17 @@ class GreenApiGuard:
             await send(message)
 
         try:
-            label, failure = self._check_path(scope)
+            label, failure, endpoint = self._check_path(scope)
             if failure is None:
                 body = await self._read_body(scope, receive)
                 # Routes take it from here: Starlette's Request.body() would read it again,
                 # chunk by chunk through the replay, at a cost a small request notices.
-                scope[BODY_SCOPE_KEY] = body
+                scope[direct.BODY_SCOPE_KEY] = body
                 replay = _Replay(body, receive)
-                await self.app(scope, replay, send_wrapper)
+                if endpoint is None:
+                    await self.app(scope, replay, send_wrapper)
+                else:
+                    await self._serve(endpoint, scope, replay, send_wrapper)
             else:
                 status, message = failure
                 await self._answer(scope, receive, send_wrapper, status, message)
@@ -80,34 +86,58 @@ class GreenApiGuard:
                     extra={"action": "http_request", "method": label, "status": status},
                 )
 
-    def _check_path(self, scope: Scope) -> tuple[str, tuple[int, str] | None]:
-        """Canonicalise the path in place; return the metrics label and an early answer, if any."""
+    def _check_path(
+        self, scope: Scope
+    ) -> tuple[str, tuple[int, str] | None, direct.Endpoint | None]:
+        """Canonicalise the path in place; return the metrics label, an early answer if any,
+        and the endpoint to call directly if the route is one of `direct`'s."""
         path: str = scope["path"]
+        verb: str = scope["method"]
         match = _INSTANCE_PATH.match(path)
         if match:
             id_text, method, rest = match.group(1), match.group(2) or "", match.group(3) or ""
             if not (id_text.isascii() and id_text.isdigit()):
                 # A malformed id is reported before anything else about the path.
                 spec = BY_LOWER_NAME.get(method.lower())
-                return (spec.name if spec else "other"), (
-                    400,
-                    "Parameter idInstance not an integer",
+                return (
+                    (spec.name if spec else "other"),
+                    (
+                        400,
+                        "Parameter idInstance not an integer",
+                    ),
+                    None,
                 )
             spec = BY_LOWER_NAME.get(method.lower())
             if spec is None:
-                return "other", (404, "Not Found")
+                return "other", (404, "Not Found"), None
             if rest in ("", "/"):
-                return spec.name, (400, "Parameter apiTokenInstance not define")
+                return spec.name, (400, "Parameter apiTokenInstance not define"), None
             self._rewrite(scope, f"/waInstance{id_text}/{spec.name}{rest}")
-            return spec.name, None
+            found = direct.find_instance_method(verb, spec.name, id_text, rest)
+            if found is None:
+                return spec.name, None, None
+            endpoint, params = found
+            scope["path_params"] = params
+            return spec.name, None, endpoint
         match = _PARTNER_PATH.match(path)
         if match:
             name = PARTNER_METHODS.get(match.group(1).lower())
             if name is None:
-                return "other", (404, "Not Found")
+                return "other", (404, "Not Found"), None
             self._rewrite(scope, f"/partner/{name}{match.group(2) or ''}")
-            return f"partner.{name}", None
-        return "other", None
+            return f"partner.{name}", None, None
+        return "other", None, direct.find_plain(verb, path)
+
+    @staticmethod
+    async def _serve(endpoint: direct.Endpoint, scope: Scope, receive: Receive, send: Send) -> None:
+        """Call a direct route as FastAPI would, its errors answered as FastAPI's handlers do
+        (anything unexpected goes on to the server-error handler)."""
+        request = Request(scope, receive)
+        try:
+            response = await endpoint(request)
+        except WagateError as exc:
+            response = wagate_error_response(request, exc)
+        await response(scope, receive, send)
 
     @staticmethod
     def _rewrite(scope: Scope, path: str) -> None:
