@@ -7,7 +7,17 @@ from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Connection, bindparam, delete, exists, func, insert, select, update
+from sqlalchemy import (
+    Connection,
+    Table,
+    bindparam,
+    delete,
+    exists,
+    func,
+    insert,
+    select,
+    update,
+)
 
 from wagate.core.model import AvatarJob, Notification, NotificationStatus
 from wagate.stores import _rows
@@ -18,21 +28,66 @@ DEAD = NotificationStatus.DEAD.value
 
 
 # Statements of the frequent calls, built once (see sql.py).
-_INSERT_JOBS = insert(avatar_jobs).returning(avatar_jobs.c.id)
 _INSERT_JOBS_ORDERED = insert(avatar_jobs).returning(avatar_jobs.c.id, sort_by_parameter_order=True)
 _DELETE_JOBS = (
     delete(avatar_jobs)
     .where(avatar_jobs.c.id.in_(bindparam("job_ids", expanding=True)))
     .returning(avatar_jobs.c.id)
 )
-_ADD_NOTIFICATIONS = insert(notifications).returning(notifications.c.receipt_id)
 _ADD_NOTIFICATIONS_ORDERED = insert(notifications).returning(
     notifications.c.receipt_id, sort_by_parameter_order=True
+)
+# SQLite: which of the given jobs exist, as one text value ("1,2,5"), then their deletion.
+_EXISTING_JOBS = select(func.group_concat(avatar_jobs.c.id)).where(
+    avatar_jobs.c.id.in_(bindparam("job_ids", expanding=True))
+)
+_DELETE_JOBS_QUIETLY = delete(avatar_jobs).where(
+    avatar_jobs.c.id.in_(bindparam("job_ids", expanding=True))
 )
 
 
 def now_utc() -> datetime:
     return datetime.now(UTC)
+
+
+# Why SQLite gets its own statements below: its driver gives up Python's GIL around every step
+# of a statement (one step per row returned) and must win it back from the event loop's thread,
+# which under load keeps it for up to the interpreter's switch interval. A RETURNING of 64 rows
+# could then take tens of milliseconds on the one writer thread that also commits every
+# acknowledgement. One multi-row INSERT without RETURNING is a single step, and SQLite gives
+# the rows of one INSERT consecutive rowids (AUTOINCREMENT, inside the writer's exclusive
+# transaction), so the ids are the last one and those just before it.
+
+
+# The SQL is written here rather than built as a Core statement: SQLAlchemy compiles a
+# multi-row VALUES anew for every row count, which for a large batch costs more than the write.
+def _insert_sqlite(conn: Connection, table: Table, rows: list[dict[str, Any]]) -> list[int]:
+    columns = list(rows[0])
+    dialect = conn.dialect
+    processors = [table.c[name].type.bind_processor(dialect) for name in columns]
+    values = "(" + ", ".join("?" * len(columns)) + ")"
+    # Names from wagate's own table metadata; every value is a bound parameter.
+    sql = f"INSERT INTO {table.name} ({', '.join(columns)}) VALUES " + ", ".join(  # noqa: S608
+        [values] * len(rows)
+    )
+    params = tuple(
+        row[name] if process is None else process(row[name])
+        for row in rows
+        for name, process in zip(columns, processors, strict=True)
+    )
+    last = conn.exec_driver_sql(sql, params).lastrowid
+    return list(range(last - len(rows) + 1, last + 1))
+
+
+def _delete_existing_jobs(conn: Connection, job_ids: list[int], *, postgres: bool) -> set[int]:
+    """Delete the jobs; the ids of those that were there."""
+    if postgres:
+        return set(conn.execute(_DELETE_JOBS, {"job_ids": job_ids}).scalars())
+    found = conn.execute(_EXISTING_JOBS, {"job_ids": job_ids}).scalar()
+    if not found:
+        return set()
+    conn.execute(_DELETE_JOBS_QUIETLY, {"job_ids": job_ids})
+    return {int(text) for text in str(found).split(",")}
 
 
 def insert_jobs(
@@ -48,14 +103,14 @@ def insert_jobs(
     """
     if not requests:
         return []
-    statement = _INSERT_JOBS_ORDERED if ordered_returning else _INSERT_JOBS
     rows = [
         {"instance_id": instance_id, "chat_id": chat_id, "created_at": created_at}
         for instance_id, chat_id, created_at in requests
     ]
-    ids = list(conn.execute(statement, rows).scalars())
-    if not ordered_returning:
-        ids.sort()
+    if ordered_returning:
+        ids = list(conn.execute(_INSERT_JOBS_ORDERED, rows).scalars())
+    else:
+        ids = _insert_sqlite(conn, avatar_jobs, rows)
     return [
         AvatarJob(id=job_id, instance_id=instance_id, chat_id=chat_id, created_at=created_at)
         for job_id, (instance_id, chat_id, created_at) in zip(ids, requests, strict=True)
@@ -155,7 +210,7 @@ def complete_jobs(
     if not completions:
         return outcomes
     job_ids = [job.id for job, _ in completions]
-    removed = set(conn.execute(_DELETE_JOBS, {"job_ids": job_ids}).scalars())
+    removed = _delete_existing_jobs(conn, job_ids, postgres=ordered_returning)
     kept: list[int] = []  # positions of the completions whose job this transaction removed
     for position, job_id in enumerate(job_ids):
         if job_id in removed:
@@ -177,10 +232,10 @@ def complete_jobs(
         }
         for position, webhook_id in zip(kept, webhook_ids, strict=True)
     ]
-    statement = _ADD_NOTIFICATIONS_ORDERED if ordered_returning else _ADD_NOTIFICATIONS
-    receipt_ids = list(conn.execute(statement, rows).scalars())
-    if not ordered_returning:
-        receipt_ids.sort()  # SQLite assigns them in VALUES order, as in `insert_jobs`
+    if ordered_returning:
+        receipt_ids = list(conn.execute(_ADD_NOTIFICATIONS_ORDERED, rows).scalars())
+    else:
+        receipt_ids = _insert_sqlite(conn, notifications, rows)
     for position, webhook_id, receipt_id in zip(kept, webhook_ids, receipt_ids, strict=True):
         job, body = completions[position]
         outcomes[position] = Notification(
