@@ -13,7 +13,7 @@ from wagate.core.model import Instance, Notification, NotificationStatus
 from wagate.core.ports import Store, WakeUps
 
 # Windows kept at once: bounds memory when many instances poll (each holds `prefetch` bodies).
-_MAX_WINDOWS = 1024
+_MAX_WINDOWS = 256
 
 
 @dataclass
