@@ -5,12 +5,13 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 
 from wagate.core.errors import InstanceNotAuthorized, WagateError
 from wagate.core.model import (
     AvatarJob,
     AvatarLookup,
+    AvatarResult,
     AvatarStatus,
     ChatId,
     Instance,
@@ -77,6 +78,37 @@ class AvatarService:
                 extra={"action": "avatar_timeout", "instance": instance.id, "chat": str(chat)},
             )
             return AvatarLookup(AvatarStatus.TIMED_OUT)
+        return await self._kept(result)
+
+    async def lookup_many(self, instance: Instance, chats: Sequence[ChatId]) -> list[AvatarLookup]:
+        """`lookup` for several chats at once, answers in order. They start together, so one
+        deadline bounds each by the avatar timeout (one timer, not one per lookup). A failure of
+        wagate itself (the store) is raised once the other lookups are stopped."""
+        if not chats:
+            return []
+        engine = self.engine_for(instance)
+        tasks = [asyncio.ensure_future(engine.fetch_avatar(instance, chat)) for chat in chats]
+        try:
+            _, late = await asyncio.wait(tasks, timeout=self.timeout_s)
+        finally:
+            for task in tasks:
+                task.cancel()
+        if late:
+            await asyncio.gather(*late, return_exceptions=True)
+        lookups: list[AvatarLookup] = []
+        for chat, task in zip(chats, tasks, strict=True):
+            if task in late:
+                logger.info(
+                    "avatar lookup timed out",
+                    extra={"action": "avatar_timeout", "instance": instance.id, "chat": str(chat)},
+                )
+                lookups.append(AvatarLookup(AvatarStatus.TIMED_OUT))
+            else:
+                lookups.append(await self._kept(task.result()))
+        return lookups
+
+    async def _kept(self, result: AvatarResult) -> AvatarLookup:
+        """The lookup's answer, with an image that came back stored at its stable address."""
         if result.image is None:
             return AvatarLookup(result.status)
         digest = hashlib.sha256(result.image.data).hexdigest()

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 
 from wagate.core.avatars import AvatarService
 from wagate.core.errors import BadRequestData
 from wagate.core.instances import InstanceService
-from wagate.core.model import AvatarJob, AvatarLookup, AvatarStatus, Instance
+from wagate.core.model import AvatarJob, AvatarLookup, AvatarStatus, ChatId, Instance
 from wagate.core.ports import Store, WakeUps
 from wagate.wire.chat_id import parse_chat_id
 from wagate.wire.notifications import AvatarInfoNotification, avatar_info_notification
@@ -97,12 +98,7 @@ class AvatarJobWorker:
             instance = await self._instances.find(instance_id)
             if instance is None:
                 return  # deleted with its jobs; nothing to answer
-            # A TaskGroup rather than gather: an unexpected failure cancels the other lookups.
-            async with asyncio.TaskGroup() as group:
-                answers = [group.create_task(self._answer(instance, job)) for job in jobs]
-            completions = [
-                (job, answer.result()) for job, answer in zip(jobs, answers, strict=True)
-            ]
+            completions = list(zip(jobs, await self._answers(instance, jobs), strict=True))
             done = await self._store.complete_avatar_jobs(completions)
             gone = [
                 job.id for job, notification in zip(jobs, done, strict=True) if notification is None
@@ -120,14 +116,25 @@ class AvatarJobWorker:
         finally:
             await self._wakeups.job_added()
 
-    async def _answer(self, instance: Instance, job: AvatarJob) -> AvatarInfoNotification:
-        """The avatarInfo body of one job. Raises only for a failure of wagate itself: the
-        lookup turns every outcome WhatsApp can produce into a value."""
-        try:
-            chat = parse_chat_id(job.chat_id, self._phone_digits)
-        except BadRequestData:
-            # Accepted under a wider phone-digit setting than the current one.
-            lookup = AvatarLookup(AvatarStatus.BAD_REQUEST)
-        else:
-            lookup = await self._avatars.lookup(instance, chat)
-        return avatar_info_notification(instance, job.chat_id, lookup, datetime.now(UTC))
+    async def _answers(
+        self, instance: Instance, jobs: Sequence[AvatarJob]
+    ) -> list[AvatarInfoNotification]:
+        """The avatarInfo bodies of the jobs, in order. Raises only for a failure of wagate
+        itself: the lookups turn every outcome WhatsApp can produce into a value."""
+        lookups: list[AvatarLookup | None] = []
+        chats: list[ChatId] = []
+        for job in jobs:
+            try:
+                chats.append(parse_chat_id(job.chat_id, self._phone_digits))
+                lookups.append(None)
+            except BadRequestData:
+                # Accepted under a wider phone-digit setting than the current one.
+                lookups.append(AvatarLookup(AvatarStatus.BAD_REQUEST))
+        found = iter(await self._avatars.lookup_many(instance, chats))
+        now = datetime.now(UTC)
+        return [
+            avatar_info_notification(
+                instance, job.chat_id, lookup if lookup is not None else next(found), now
+            )
+            for job, lookup in zip(jobs, lookups, strict=True)
+        ]
