@@ -46,6 +46,12 @@ def main() -> None:
     parser = arg_parser(__doc__)
     parser.add_argument("--instances", type=int, default=10, help="push-mode instances")
     parser.add_argument("--seconds", type=float, default=10, help="open-loop duration per run")
+    parser.add_argument(
+        "--rate",
+        type=float,
+        default=0,
+        help="send at this fixed rate instead of half the measured maximum (a diagnostic run)",
+    )
     args = parser.parse_args()
     require_wrk()
     smoke = args.smoke
@@ -65,9 +71,10 @@ def main() -> None:
             server.delete_instance(probe)
             pending = sqlite_scalar(server, "SELECT count(*) FROM avatar_jobs")
             assert pending == 0, f"{pending} avatar jobs left after deleting the probe"
-            rate = max_rate / 2
+            rate = args.rate or max_rate / 2
             report.note(
                 f"max accept rate {max_rate:,.0f}/s measured first; sending at {rate:,.0f}/s"
+                + (" (fixed by --rate)" if args.rate else "")
             )
             pushed = [server.create_instance() for _ in range(args.instances)]
             for instance in pushed:
