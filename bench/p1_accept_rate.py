@@ -6,8 +6,9 @@ job was committed to SQLite (WAL) before the answer. Only 2xx answers count.
 
 Baseline: the same wrk settings and the same request body against `POST /ping`, which crosses
 the same ASGI middleware (guard, logging, metrics), is dispatched by the guard the way the
-GREEN-API methods are, and answers `{"pong": true}` without the database. Why it is fair: same server process, same settings, measured in the same run and
-interleaved (ping, async, ping, async, ...) so that the noise of a shared machine hits both.
+GREEN-API methods are, and answers `{"pong": true}` without the database. Why it is fair:
+same server process, same settings, measured in the same run and interleaved (ping, async,
+ping, async, ...) so that the noise of a shared machine hits both.
 Between runs the avatar worker's backlog is drained (and timed: the worker's job rate is
 reported as context) so that a later run never competes with an earlier run's jobs; within an
 async run the worker does compete, as it would in production.
