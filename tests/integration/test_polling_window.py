@@ -3,6 +3,7 @@ and never a notification this process has already taken off the queue."""
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import replace
 from datetime import timedelta
 from typing import Any
@@ -130,3 +131,35 @@ async def test_push_mode_and_forget_drop_the_window(store: Store) -> None:
     reads = counting.head_reads
     assert await service.receive(instance, 0) is None
     assert counting.head_reads == reads + 1
+
+
+class GatedReads(CountingStore):
+    """Reads the heads at once but hands them over only when the test opens the gate, so a
+    delete can commit while a window read is in flight."""
+
+    def __init__(self, store: Store) -> None:
+        super().__init__(store)
+        self.read_done = asyncio.Event()
+        self.gate = asyncio.Event()
+
+    async def list_notifications(self, *args: Any, **kwargs: Any) -> Any:
+        heads = await super().list_notifications(*args, **kwargs)
+        self.read_done.set()
+        await self.gate.wait()
+        return heads
+
+
+async def test_a_window_read_overtaken_by_a_delete_is_not_kept(store: Store) -> None:
+    instance = make_instance()
+    await store.create_instance(instance)
+    ids = await queue(store, instance.id, 3)
+    gated = GatedReads(store)
+    service = NotificationService(gated, LocalWakeUps(), 60.0, prefetch=8)
+    first = asyncio.create_task(service.receive(instance, 0))
+    await gated.read_done.wait()  # it read ids[0..2] ...
+    assert await service.delete(instance, ids[0])  # ... and ids[0] goes meanwhile
+    gated.gate.set()
+    stale = await first
+    assert stale is not None and stale.receipt_id == ids[0]  # what it read, as without windows
+    assert await head_id(service, instance) == ids[1]  # but that read is not kept
+    assert gated.head_reads == 2

@@ -24,6 +24,15 @@ class _Window:
     heads: deque[Notification]
 
 
+@dataclass
+class _Loading:
+    """Window reads of one instance in flight, and whether its queue changed meanwhile (then
+    what they read may already be stale, and is not kept)."""
+
+    reads: int = 0
+    changed: bool = False
+
+
 class NotificationService:
     """Receive, delete, count and clear, over the store.
 
@@ -46,6 +55,7 @@ class NotificationService:
         self._poll_interval_s = poll_interval_s
         self._prefetch = prefetch
         self._windows: OrderedDict[int, _Window] = OrderedDict()
+        self._loading: dict[int, _Loading] = {}
 
     async def receive(self, instance: Instance, timeout_s: float) -> Notification | None:
         """The oldest queued notification, waiting up to `timeout_s` for one to arrive.
@@ -76,12 +86,19 @@ class NotificationService:
         if window is not None and window.heads and now - window.loaded_at < self._poll_interval_s:
             self._windows.move_to_end(instance_id)
             return window.heads[0]
-        heads = await self._store.list_notifications(
-            instance_id, NotificationStatus.QUEUED, self._prefetch
-        )
-        if not heads:
+        loading = self._loading.setdefault(instance_id, _Loading())
+        loading.reads += 1
+        try:
+            heads = await self._store.list_notifications(
+                instance_id, NotificationStatus.QUEUED, self._prefetch
+            )
+        finally:
+            loading.reads -= 1
+            if loading.reads == 0:
+                del self._loading[instance_id]
+        if not heads or loading.changed:
             self._windows.pop(instance_id, None)
-            return None
+            return heads[0] if heads else None
         self._windows[instance_id] = _Window(now, deque(heads))
         self._windows.move_to_end(instance_id)
         while len(self._windows) > _MAX_WINDOWS:
@@ -91,10 +108,17 @@ class NotificationService:
     def forget(self, instance_id: int) -> None:
         """Drop the instance's window: its queue changed in a way a window cannot follow."""
         self._windows.pop(instance_id, None)
+        self._changed(instance_id)
+
+    def _changed(self, instance_id: int) -> None:
+        loading = self._loading.get(instance_id)
+        if loading is not None:
+            loading.changed = True
 
     async def delete(self, instance: Instance, receipt_id: int) -> bool:
         deleted = await self._store.delete_notification(instance.id, receipt_id)
         # After the commit: a receive running meanwhile may have re-read it from the store.
+        self._changed(instance.id)
         window = self._windows.get(instance.id)
         if window is not None:
             if window.heads and window.heads[0].receipt_id == receipt_id:
@@ -127,4 +151,6 @@ class NotificationService:
         moved = await self._store.dead_letter_expired(datetime.now(UTC) - retention)
         if moved:
             self._windows.clear()
+            for loading in self._loading.values():
+                loading.changed = True
         return moved
