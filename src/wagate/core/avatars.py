@@ -73,11 +73,7 @@ class AvatarService:
             async with asyncio.timeout(self.timeout_s):
                 result = await engine.fetch_avatar(instance, chat)
         except TimeoutError:
-            logger.info(
-                "avatar lookup timed out",
-                extra={"action": "avatar_timeout", "instance": instance.id, "chat": str(chat)},
-            )
-            return AvatarLookup(AvatarStatus.TIMED_OUT)
+            return _timed_out(instance, chat)
         return await self._kept(result)
 
     async def lookup_many(self, instance: Instance, chats: Sequence[ChatId]) -> list[AvatarLookup]:
@@ -98,11 +94,7 @@ class AvatarService:
         lookups: list[AvatarLookup] = []
         for chat, task in zip(chats, tasks, strict=True):
             if task in late:
-                logger.info(
-                    "avatar lookup timed out",
-                    extra={"action": "avatar_timeout", "instance": instance.id, "chat": str(chat)},
-                )
-                lookups.append(AvatarLookup(AvatarStatus.TIMED_OUT))
+                lookups.append(_timed_out(instance, chat))
             else:
                 lookups.append(await self._kept(task.result()))
         return lookups
@@ -126,3 +118,11 @@ class AvatarService:
         job = await self._store.enqueue_avatar_job(instance.id, str(chat))
         await self._wakeups.job_added()
         return job
+
+
+def _timed_out(instance: Instance, chat: ChatId) -> AvatarLookup:
+    logger.info(
+        "avatar lookup timed out",
+        extra={"action": "avatar_timeout", "instance": instance.id, "chat": str(chat)},
+    )
+    return AvatarLookup(AvatarStatus.TIMED_OUT)

@@ -129,11 +129,6 @@ class SandboxEngine:
             return AvatarResult(AvatarStatus.HIDDEN)
         return await self._avatar(account.avatar_digest, chat)
 
-    async def _account(self, chat: ChatId) -> SandboxAccount | None:
-        if chat.kind is ChatKind.LID:
-            return await self._store.get_sandbox_account_by_lid(chat.user)
-        return await self._store.get_sandbox_account(chat.user)
-
     async def _avatar(self, digest: str | None, chat: ChatId) -> AvatarResult:
         if digest is None:
             return AvatarResult(AvatarStatus.NOT_SET)
@@ -187,10 +182,11 @@ class SandboxEngine:
 
     async def contact_name(self, instance: Instance, chat: ChatId) -> str | None:
         """The account's name or the group's subject; None if unknown, off WhatsApp or unnamed."""
+        rows = await self._reads.rows_for(chat)
         if chat.kind is ChatKind.GROUP:
-            group = await self._store.get_sandbox_group(str(chat))
+            group = rows.groups.get(str(chat))
             return (group.subject or None) if group is not None else None
-        account = await self._account(chat)
+        account = rows.account_for(chat)
         if account is None or not account.on_whatsapp:
             return None
         return account.name or None

@@ -23,17 +23,21 @@ Endpoint = Callable[[Request], Awaitable[Response]]
 # Where the guard leaves the request body it has read (and checked against the size limit).
 BODY_SCOPE_KEY = "wagate.body"
 
-# (verb, canonical method name, path suffix after the token) -> endpoint. The suffix is "",
-# "/" or "/{name}" (one more path segment, passed as a path parameter).
-_INSTANCE_METHODS: dict[tuple[str, str, str], Endpoint] = {}
+# (verb, canonical method name, path suffix after the token) -> endpoint, for the suffixes ""
+# and "/"; for "/{name}" (one more path segment) the key's suffix is "/{}" and the name is
+# kept beside the endpoint, to pass the segment as that path parameter.
+_INSTANCE_METHODS: dict[tuple[str, str, str], tuple[Endpoint, str]] = {}
 # (verb, path) -> endpoint, for routes outside /waInstance.
 _PLAIN: dict[tuple[str, str], Endpoint] = {}
 
 
 def add_instance_method(verb: str, method: str, suffix: str, endpoint: Endpoint) -> None:
-    if suffix not in ("", "/") and not re.fullmatch(r"/\{[A-Za-z_]\w*\}", suffix):
+    if suffix in ("", "/"):
+        _INSTANCE_METHODS[(verb, method, suffix)] = (endpoint, "")
+    elif re.fullmatch(r"/\{[A-Za-z_]\w*\}", suffix):
+        _INSTANCE_METHODS[(verb, method, "/{}")] = (endpoint, suffix[2:-1])
+    else:
         raise ValueError(f"unsupported path suffix {suffix!r}")
-    _INSTANCE_METHODS[(verb, method, suffix)] = endpoint
 
 
 def add_plain(verb: str, path: str, endpoint: Endpoint) -> None:
@@ -48,21 +52,22 @@ def find_instance_method(
     token, slash, more = rest[1:].partition("/")
     if not token:
         return None
-    params = {"idInstance": id_text, "apiTokenInstance": token}
     if not slash:
-        endpoint = _INSTANCE_METHODS.get((verb, method, ""))
+        key = ""
     elif not more:
-        endpoint = _INSTANCE_METHODS.get((verb, method, "/"))
+        key = "/"
     elif "/" in more:
         return None
     else:
-        endpoint = None
-        for (known_verb, known_method, suffix), candidate in _INSTANCE_METHODS.items():
-            if (known_verb, known_method) == (verb, method) and suffix.startswith("/{"):
-                endpoint = candidate
-                params[suffix[2:-1]] = more
-                break
-    return None if endpoint is None else (endpoint, params)
+        key = "/{}"
+    found = _INSTANCE_METHODS.get((verb, method, key))
+    if found is None:
+        return None
+    endpoint, name = found
+    params = {"idInstance": id_text, "apiTokenInstance": token}
+    if name:
+        params[name] = more
+    return endpoint, params
 
 
 def find_plain(verb: str, path: str) -> Endpoint | None:

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import functools
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from sqlalchemy import (
     Connection,
+    Dialect,
     Table,
     bindparam,
     delete,
@@ -62,9 +64,8 @@ def now_utc() -> datetime:
 # The SQL is written here rather than built as a Core statement: SQLAlchemy compiles a
 # multi-row VALUES anew for every row count, which for a large batch costs more than the write.
 def _insert_sqlite(conn: Connection, table: Table, rows: list[dict[str, Any]]) -> list[int]:
-    columns = list(rows[0])
-    dialect = conn.dialect
-    processors = [table.c[name].type.bind_processor(dialect) for name in columns]
+    columns = tuple(rows[0])
+    processors = _bind_processors(conn.dialect, table, columns)
     values = "(" + ", ".join("?" * len(columns)) + ")"
     # Names from wagate's own table metadata; every value is a bound parameter.
     sql = f"INSERT INTO {table.name} ({', '.join(columns)}) VALUES " + ", ".join(  # noqa: S608
@@ -79,6 +80,14 @@ def _insert_sqlite(conn: Connection, table: Table, rows: list[dict[str, Any]]) -
     return list(range(last - len(rows) + 1, last + 1))
 
 
+@functools.cache
+def _bind_processors(
+    dialect: Dialect, table: Table, columns: tuple[str, ...]
+) -> list[Callable[[Any], Any] | None]:
+    """The columns' conversions to driver values (a UTC datetime to SQLite's text), made once."""
+    return [table.c[name].type.bind_processor(dialect) for name in columns]
+
+
 def _delete_existing_jobs(conn: Connection, job_ids: list[int], *, postgres: bool) -> set[int]:
     """Delete the jobs; the ids of those that were there."""
     if postgres:
@@ -91,15 +100,14 @@ def _delete_existing_jobs(conn: Connection, job_ids: list[int], *, postgres: boo
 
 
 def insert_jobs(
-    conn: Connection, requests: Sequence[tuple[int, str, datetime]], *, ordered_returning: bool
+    conn: Connection, requests: Sequence[tuple[int, str, datetime]], *, postgres: bool
 ) -> list[AvatarJob]:
     """Insert jobs given as (instance_id, chat_id, created_at) in one statement, ids growing in
     list order; returns them in list order. IntegrityError if an instance is gone.
 
-    With `ordered_returning` (PostgreSQL) SQLAlchemy renders an INSERT … SELECT … ORDER BY that
-    assigns ids in parameter order and correlates the returned rows to the parameters. SQLite
-    (which SQLAlchemy would insert row by row for that) assigns rowids in VALUES order, so the
-    sorted ids of one multi-row INSERT are the jobs' ids in list order.
+    On PostgreSQL SQLAlchemy renders an INSERT … SELECT … ORDER BY that assigns ids in
+    parameter order and correlates the returned rows to the parameters. SQLite gets one
+    multi-row INSERT without RETURNING (`_insert_sqlite`).
     """
     if not requests:
         return []
@@ -107,7 +115,7 @@ def insert_jobs(
         {"instance_id": instance_id, "chat_id": chat_id, "created_at": created_at}
         for instance_id, chat_id, created_at in requests
     ]
-    if ordered_returning:
+    if postgres:
         ids = list(conn.execute(_INSERT_JOBS_ORDERED, rows).scalars())
     else:
         ids = _insert_sqlite(conn, avatar_jobs, rows)
@@ -199,18 +207,18 @@ def complete_jobs(
     conn: Connection,
     completions: Sequence[tuple[AvatarJob, Mapping[str, Any]]],
     *,
-    ordered_returning: bool,
+    postgres: bool,
 ) -> list[Notification | None]:
     """Delete the jobs and queue a notification for each one that was still there, under a
     fresh webhook id, receipt ids growing in list order. Per completion: its notification, or
     None if the job was gone (another worker took it over and completed it first, or its
-    instance was deleted). Two statements however many jobs; `ordered_returning` as in
-    `insert_jobs`."""
+    instance was deleted). A fixed number of statements however many jobs (two on PostgreSQL,
+    three on SQLite: see `_delete_existing_jobs`)."""
     outcomes: list[Notification | None] = [None] * len(completions)
     if not completions:
         return outcomes
     job_ids = [job.id for job, _ in completions]
-    removed = _delete_existing_jobs(conn, job_ids, postgres=ordered_returning)
+    removed = _delete_existing_jobs(conn, job_ids, postgres=postgres)
     kept: list[int] = []  # positions of the completions whose job this transaction removed
     for position, job_id in enumerate(job_ids):
         if job_id in removed:
@@ -232,7 +240,7 @@ def complete_jobs(
         }
         for position, webhook_id in zip(kept, webhook_ids, strict=True)
     ]
-    if ordered_returning:
+    if postgres:
         receipt_ids = list(conn.execute(_ADD_NOTIFICATIONS_ORDERED, rows).scalars())
     else:
         receipt_ids = _insert_sqlite(conn, notifications, rows)

@@ -417,11 +417,11 @@ class SqlStore(PushDelivery):
 
     def _insert_jobs(self, requests: Sequence[_JobRequest]) -> list[AvatarJob | BaseException]:
         """Write one batch of `enqueue_avatar_job` calls; runs in a writer thread."""
-        ordered_returning = self._is_postgres
+        postgres = self._is_postgres
 
         def insert_batch(conn: Connection) -> list[AvatarJob]:
             try:
-                return queues.insert_jobs(conn, requests, ordered_returning=ordered_returning)
+                return queues.insert_jobs(conn, requests, postgres=postgres)
             except IntegrityError as exc:
                 raise UnknownInstance(f"instance {requests[0][0]} does not exist") from exc
 
@@ -476,10 +476,8 @@ class SqlStore(PushDelivery):
     ) -> list[list[Notification | None]]:
         """Write one batch of `complete_avatar_jobs` calls; runs in a writer thread."""
         flat = [completion for call in calls for completion in call]
-        ordered_returning = self._is_postgres
-        done = self._writer.call(
-            lambda conn: queues.complete_jobs(conn, flat, ordered_returning=ordered_returning)
-        )
+        postgres = self._is_postgres
+        done = self._writer.call(lambda conn: queues.complete_jobs(conn, flat, postgres=postgres))
         outcomes: list[list[Notification | None]] = []
         start = 0
         for call in calls:
