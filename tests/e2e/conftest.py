@@ -23,6 +23,17 @@ import httpx
 import pytest
 
 PARTNER_TOKEN = "e" * 50
+# What `wagate instance show --json` prints: the keys, never more (no secrets beyond these).
+SHOW_KEYS = {
+    "idInstance",
+    "apiTokenInstance",
+    "apiUrl",
+    "mediaUrl",
+    "engine",
+    "phone",
+    "stateInstance",
+    "webhookSigningSecret",
+}
 
 
 def wagate_executable() -> str:

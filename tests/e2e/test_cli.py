@@ -16,24 +16,19 @@ import httpx
 import pytest
 from click.testing import CliRunner, Result
 
-from tests.e2e.conftest import WagateProcess, cli_json, run_cli, wagate_executable
+from tests.e2e.conftest import (
+    SHOW_KEYS,
+    WagateProcess,
+    cli_json,
+    run_cli,
+    wagate_executable,
+)
 from wagate.bootstrap import open_runtime
 from wagate.cli import main
 from wagate.config import Settings
 from wagate.engines.sandbox_demo import write_demo_world
 from wagate.wire.chat_id import parse_chat_id
 from wagate.wire.notifications import avatar_info_notification
-
-SHOW_KEYS = {
-    "idInstance",
-    "apiTokenInstance",
-    "apiUrl",
-    "mediaUrl",
-    "engine",
-    "phone",
-    "stateInstance",
-    "webhookSigningSecret",
-}
 
 
 class Cli:

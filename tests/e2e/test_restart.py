@@ -13,7 +13,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.e2e.conftest import WagateProcess, cli_json, run_cli
+from tests.e2e.conftest import SHOW_KEYS, WagateProcess, cli_json, run_cli
 from wagate.engines.sandbox_demo import write_demo_world
 
 pytestmark = pytest.mark.slow
@@ -32,16 +32,6 @@ CHATS = [
     "11001234568@c.us",  # Bob again: a repeated chat is answered again
     "11005550000@c.us",  # a number absent from the world
 ]
-SHOW_KEYS = {
-    "idInstance",
-    "apiTokenInstance",
-    "apiUrl",
-    "mediaUrl",
-    "engine",
-    "phone",
-    "stateInstance",
-    "webhookSigningSecret",
-}
 # The first server's lookup of the timeout chat would hold the instance's queue for 30 s, and
 # its claim on the job is leased for 2 x 30 + 5 s. A server restarted on the same SQLite file
 # drops the dead process's leases at start, so recovery must come well before that lease ends.

@@ -10,6 +10,7 @@ import anyio
 import pytest
 from sqlalchemy import Connection, insert, select
 
+from tests.integration.test_image_store import MALFORMED_NAMES
 from wagate.core.errors import WagateError
 from wagate.core.images import solid_jpeg, solid_png
 from wagate.core.model import AvatarImage, StoredImage
@@ -125,31 +126,7 @@ async def test_unknown_digest_and_file_name(images: SqlImageStore) -> None:
     assert await images.open(f"{stored.digest}.webp") is None
 
 
-@pytest.mark.parametrize(
-    "name",
-    [
-        "",
-        "..",
-        "../secret.png",
-        "/etc/passwd",
-        "a" * 63 + ".png",
-        "a" * 65 + ".png",
-        "A" * 64 + ".png",
-        "g" * 64 + ".png",
-        "a" * 64,
-        "a" * 64 + ".",
-        "a" * 64 + ".PNG",
-        "a" * 64 + ".jpeg",
-        "a" * 64 + ".gif",
-        "a" * 64 + ".png\n",
-        "a" * 64 + ".png/",
-        "./" + "a" * 64 + ".png",
-        "sub/" + "a" * 64 + ".png",
-        "..%2F" + "a" * 59 + ".png",
-        "\u0661" * 64 + ".png",
-        "a" * 64 + ".png' OR '1'='1",
-    ],
-)
+@pytest.mark.parametrize("name", [*MALFORMED_NAMES, "a" * 64 + ".png' OR '1'='1"])
 async def test_open_rejects_malformed_names(
     store: SqlStore, images: SqlImageStore, name: str
 ) -> None:

@@ -10,6 +10,7 @@ import pytest
 import sqlalchemy as sa
 from alembic import command
 
+from tests.integration.test_store import queue
 from wagate.core.model import Instance, InstanceSettings, InstanceState, NotificationStatus
 from wagate.core.ports import Store
 from wagate.stores import SqlStore, migrate, open_store
@@ -46,17 +47,6 @@ def make_instance(instance_id: int, settings: InstanceSettings = HOOK) -> Instan
 async def add(store: Store, *instance_ids: int, settings: InstanceSettings = HOOK) -> None:
     for instance_id in instance_ids:
         await store.create_instance(make_instance(instance_id, settings))
-
-
-async def queue(store: Store, instance_id: int, n: int) -> list[int]:
-    """Queue n notifications through jobs (the only way in); returns their receipt ids."""
-    ids = []
-    for i in range(n):
-        job = await store.enqueue_avatar_job(instance_id, f"7900000000{i}@c.us")
-        [done] = await store.complete_avatar_jobs([(job, {"n": i})])
-        assert done is not None
-        ids.append(done.receipt_id)
-    return ids
 
 
 async def fail_head(store: Store, instance_id: int, retry_at: datetime) -> None:

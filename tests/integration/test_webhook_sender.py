@@ -161,6 +161,17 @@ def sender(
     return HttpWebhookSender(policy or WebhookAddressPolicy(), timeout_s, max_connections, resolver)
 
 
+async def two_posts(server: RawServer) -> tuple[int | None, int | None]:
+    """The status codes of two posts on one lane, one after the other, by a fresh sender."""
+    client = sender()
+    try:
+        first = await client.post(server.url, HEADERS, b"x", lane="1")
+        second = await client.post(server.url, HEADERS, b"x", lane="1")
+    finally:
+        await client.aclose()
+    return first.status_code, second.status_code
+
+
 HEADERS = {"Content-Type": "application/json", "webhook-id": "msg_1"}
 
 
@@ -299,26 +310,14 @@ async def test_chunked_answer_is_read_and_the_connection_reused(server: RawServe
         b"5\r\nhello\r\n6\r\n world\r\n0\r\n\r\n"
     )
     server.script = lambda _request: Reply(chunked)
-    client = sender()
-    try:
-        statuses = [(await client.post(server.url, HEADERS, b"x", lane="1")).status_code]
-        statuses.append((await client.post(server.url, HEADERS, b"x", lane="1")).status_code)
-    finally:
-        await client.aclose()
-    assert statuses == [202, 202]
+    assert await two_posts(server) == (202, 202)
     assert server.accepted == 1
 
 
 async def test_interim_100_continue_is_skipped(server: RawServer) -> None:
     answer = b"HTTP/1.1 100 Continue\r\n\r\n" + b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n"
     server.script = lambda _request: Reply(answer)
-    client = sender()
-    try:
-        first = await client.post(server.url, HEADERS, b"x", lane="1")
-        second = await client.post(server.url, HEADERS, b"x", lane="1")
-    finally:
-        await client.aclose()
-    assert (first.status_code, second.status_code) == (200, 200)
+    assert await two_posts(server) == (200, 200)
     assert server.accepted == 1
 
 
@@ -327,13 +326,7 @@ async def test_answer_ending_at_eof_is_read_and_the_connection_not_reused(
 ) -> None:
     eof_body = Reply(b"HTTP/1.1 201 Created\r\n\r\nuntil the end", close=True)
     server.script = lambda r: eof_body if r.connection == 0 else ok()
-    client = sender()
-    try:
-        first = await client.post(server.url, HEADERS, b"x", lane="1")
-        second = await client.post(server.url, HEADERS, b"x", lane="1")
-    finally:
-        await client.aclose()
-    assert (first.status_code, second.status_code) == (201, 200)
+    assert await two_posts(server) == (201, 200)
     assert server.accepted == 2
 
 
