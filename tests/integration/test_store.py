@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from datetime import UTC, datetime, timedelta
 
 import anyio
@@ -306,6 +307,58 @@ async def test_claim_takes_each_instances_oldest_batch(store: SqlStore) -> None:
 
     await store.complete_avatar_jobs([(job, {}) for job in b[:3]])
     assert await store.claim_avatar_jobs(10, LONG, per_instance=3) == [late]
+
+
+async def test_a_completion_claims_the_next_batch_in_its_transaction(store: SqlStore) -> None:
+    await store.create_instance(make_instance(1101000001, "11001234561"))
+    await store.create_instance(make_instance(1101000002, "11001234562"))
+    order = [1, 1, 2, 2, 1, 1]  # the instance (last digit) of each job, in order
+    jobs = [
+        await store.enqueue_avatar_job(1101000000 + n, f"{i}@c.us") for i, n in enumerate(order)
+    ]
+    a = [job for job in jobs if job.instance_id == 1101000001]
+    b = [job for job in jobs if job.instance_id == 1101000002]
+    assert await store.claim_avatar_jobs(1, LONG, per_instance=2) == a[:2]
+
+    # B's queue is now the oldest: the completion of A's batch hands over B's.
+    done, next_jobs = await store.complete_and_claim_avatar_jobs(
+        [(job, {"job": job.id}) for job in a[:2]], LONG, per_instance=2
+    )
+    assert [n.body if n else None for n in done] == [{"job": a[0].id}, {"job": a[1].id}]
+    assert next_jobs == b
+    assert await store.count_avatar_jobs() == 4  # completed jobs are gone, claimed ones stay
+    # Claimed: nothing of B for anyone else. A's rest (a[2], a[3]) is still free.
+    assert await store.claim_avatar_jobs(10, LONG, per_instance=BATCH) == a[2:]
+
+    # Nothing claimable left: the completion claims nothing, and a gone job is reported.
+    done, next_jobs = await store.complete_and_claim_avatar_jobs(
+        [(b[0], {}), (b[0], {}), (b[1], {})], LONG, per_instance=2
+    )
+    assert [n is not None for n in done] == [True, False, True]
+    assert next_jobs == []
+
+
+async def test_concurrent_completions_each_claim_a_different_instance(store: SqlStore) -> None:
+    ids = [1101000001, 1101000002, 1101000003]
+    for n, instance_id in enumerate(ids):
+        await store.create_instance(make_instance(instance_id, f"1100123456{n}"))
+    jobs = [await store.enqueue_avatar_job(i, f"{i}-{k}@c.us") for k in range(2) for i in ids]
+    first = await store.claim_avatar_jobs(1, LONG, per_instance=1)
+    second = await store.claim_avatar_jobs(1, LONG, per_instance=1)
+    assert [first[0].instance_id, second[0].instance_id] == ids[:2]
+
+    results = await asyncio.gather(
+        store.complete_and_claim_avatar_jobs([(first[0], {})], LONG, per_instance=BATCH),
+        store.complete_and_claim_avatar_jobs([(second[0], {})], LONG, per_instance=BATCH),
+    )
+    claimed = [next_jobs for _, next_jobs in results]
+    # Whether or not the two were written together, no instance is handed to both.
+    assert all(len({job.instance_id for job in batch}) == 1 for batch in claimed if batch)
+    handed = [batch[0].instance_id for batch in claimed if batch]
+    assert len(handed) == len(set(handed)) == 2
+    assert sorted(job.id for batch in claimed for job in batch) == sorted(
+        job.id for job in jobs if job not in (first[0], second[0]) and job.instance_id in handed
+    )
 
 
 async def test_claim_limit_takes_the_oldest_queue(store: SqlStore) -> None:

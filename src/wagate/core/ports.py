@@ -159,6 +159,18 @@ class Store(Protocol):
         another worker that took it over after a lease expired, or its instance deleted."""
         ...
 
+    async def complete_and_claim_avatar_jobs(
+        self,
+        completions: Sequence[tuple[AvatarJob, Mapping[str, Any]]],
+        lease: timedelta,
+        *,
+        per_instance: int,
+    ) -> tuple[list[Notification | None], list[AvatarJob]]:
+        """`complete_avatar_jobs`, then in the same transaction `claim_avatar_jobs(1, lease,
+        per_instance=...)`: a finishing batch hands its worker the next one (the oldest queue's,
+        perhaps its own instance's next jobs) without a transaction of its own."""
+        ...
+
     async def count_avatar_jobs(self, instance_id: int | None = None) -> int: ...
 
     async def release_leases(self) -> None:

@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable, Generator, Mapping, Sequence
 from datetime import datetime, timedelta
 from types import TracebackType
-from typing import Any, TypeVar
+from typing import Any, NamedTuple, TypeVar
 
 import anyio
 from sqlalchemy import (
@@ -113,14 +113,27 @@ _COUNT_QUEUED_NOTIFICATIONS = (
 
 # An `enqueue_avatar_job` call: (instance_id, chat_id, created_at).
 _JobRequest = tuple[int, str, datetime]
-# The most `enqueue_avatar_job` calls one transaction writes.
 # Lanes' delivery marks per transaction: each is one DELETE of up to a lane batch of rows.
 _MAX_MARK_BATCH = 64
+# The most `enqueue_avatar_job` calls one transaction writes.
 _MAX_JOB_BATCH = 256
 # A job and the body of its notification, as `complete_avatar_jobs` takes them.
 _Completion = tuple[AvatarJob, Mapping[str, Any]]
-# The most `complete_avatar_jobs` calls (each a list of jobs) one transaction writes.
+# The most completion calls (each a list of jobs) one transaction writes.
 _MAX_COMPLETION_BATCH = 32
+
+
+class _CompletionCall(NamedTuple):
+    """A `complete_avatar_jobs` call, or a `complete_and_claim_avatar_jobs` call with the
+    (lease, per_instance) of the claim it asks for."""
+
+    completions: Sequence[_Completion]
+    claim: tuple[timedelta, int] | None
+
+
+class _CompletionOutcome(NamedTuple):
+    notifications: list[Notification | None]
+    next_jobs: list[AvatarJob]
 
 
 def open_store(database_url: str) -> OpeningStore:
@@ -469,20 +482,50 @@ class SqlStore(PushDelivery):
         """
         if not completions:
             return []
-        return await self._completions.submit(list(completions))
+        outcome = await self._completions.submit(_CompletionCall(list(completions), None))
+        return outcome.notifications
 
-    def _complete_jobs(
-        self, calls: Sequence[Sequence[_Completion]]
-    ) -> list[list[Notification | None]]:
-        """Write one batch of `complete_avatar_jobs` calls; runs in a writer thread."""
-        flat = [completion for call in calls for completion in call]
+    async def complete_and_claim_avatar_jobs(
+        self, completions: Sequence[_Completion], lease: timedelta, *, per_instance: int
+    ) -> tuple[list[Notification | None], list[AvatarJob]]:
+        """`complete_avatar_jobs`, then, in the same transaction, `claim_avatar_jobs(1, lease,
+        per_instance=per_instance)`: the completions and the next batch (oldest instance queue
+        first, possibly the same instance's next jobs; empty if none is claimable)."""
+        call = _CompletionCall(list(completions), (lease, per_instance))
+        outcome = await self._completions.submit(call)
+        return outcome.notifications, outcome.next_jobs
+
+    def _complete_jobs(self, calls: Sequence[_CompletionCall]) -> list[_CompletionOutcome]:
+        """Write one batch of completion calls, and their claims, in one transaction; runs in a
+        writer thread. Each call that asks for a claim gets at most one instance's batch."""
+        flat = [completion for call in calls for completion in call.completions]
         postgres = self._is_postgres
-        done = self._writer.call(lambda conn: queues.complete_jobs(conn, flat, postgres=postgres))
-        outcomes: list[list[Notification | None]] = []
+
+        def write(conn: Connection) -> tuple[list[Notification | None], list[list[AvatarJob]]]:
+            done = queues.complete_jobs(conn, flat, postgres=postgres)
+            claimed: list[list[AvatarJob]] = [[] for _ in calls]
+            wanting: dict[tuple[timedelta, int], list[int]] = {}
+            for position, call in enumerate(calls):
+                if call.claim is not None:
+                    wanting.setdefault(call.claim, []).append(position)
+            for (lease, per_instance), positions in wanting.items():
+                jobs = queues.claim_jobs(
+                    conn, len(positions), per_instance, lease, lock_rows=postgres
+                )
+                by_instance: dict[int, list[AvatarJob]] = {}
+                for job in jobs:
+                    by_instance.setdefault(job.instance_id, []).append(job)
+                for position, batch in zip(positions, by_instance.values(), strict=False):
+                    claimed[position] = batch
+            return done, claimed
+
+        done, claimed = self._writer.call(write)
+        outcomes: list[_CompletionOutcome] = []
         start = 0
-        for call in calls:
-            outcomes.append(done[start : start + len(call)])
-            start += len(call)
+        for call, next_jobs in zip(calls, claimed, strict=True):
+            end = start + len(call.completions)
+            outcomes.append(_CompletionOutcome(done[start:end], next_jobs))
+            start = end
         return outcomes
 
     async def complete_avatar_job(

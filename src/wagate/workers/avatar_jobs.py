@@ -92,14 +92,26 @@ class AvatarJobWorker:
             await asyncio.gather(*self._running, return_exceptions=True)
 
     async def _run_batch(self, instance_id: int, jobs: list[AvatarJob]) -> None:
+        """Run a claimed batch, then the batch its completion claimed, and so on until a
+        completion finds nothing claimable: a busy worker slot needs no claim transaction of
+        its own and does not wait for the claim loop's next round."""
+        try:
+            while jobs:
+                jobs = await self._complete_batch(jobs[0].instance_id, jobs)
+        finally:
+            await self._wakeups.job_added()
+
+    async def _complete_batch(self, instance_id: int, jobs: list[AvatarJob]) -> list[AvatarJob]:
         """Look one instance's claimed jobs up concurrently, then queue their notifications in
-        one transaction, in job id order."""
+        one transaction, in job id order, claiming the next batch in it; returns that batch."""
         try:
             instance = await self._instances.find(instance_id)
             if instance is None:
-                return  # deleted with its jobs; nothing to answer
+                return []  # deleted with its jobs; nothing to answer
             completions = list(zip(jobs, await self._answers(instance, jobs), strict=True))
-            done = await self._store.complete_avatar_jobs(completions)
+            done, next_jobs = await self._store.complete_and_claim_avatar_jobs(
+                completions, self._lease, per_instance=self._jobs_per_instance
+            )
             gone = [
                 job.id for job, notification in zip(jobs, done, strict=True) if notification is None
             ]
@@ -107,14 +119,14 @@ class AvatarJobWorker:
                 logger.info("avatar jobs already completed elsewhere", extra={"jobs": gone})
             if len(gone) < len(jobs):
                 await self._wakeups.notification_added(instance_id)
+            return next_jobs
         except Exception:
             # The claim lapses and the jobs run again: a failure here delays, never loses.
             logger.exception(
                 "avatar jobs failed",
                 extra={"action": "avatar_job_failed", "instance": instance_id, "job": jobs[0].id},
             )
-        finally:
-            await self._wakeups.job_added()
+            return []
 
     async def _answers(
         self, instance: Instance, jobs: Sequence[AvatarJob]
