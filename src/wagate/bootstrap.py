@@ -183,6 +183,7 @@ async def run_workers(runtime: Runtime) -> AsyncIterator[None]:
         ).run(),
         "delivery": PushDispatcher(
             runtime.store,
+            runtime.instances,
             runtime.webhooks,
             runtime.wakeups,
             concurrency=settings.webhook_concurrency,

@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 
 from tests.integration.test_store_push import A, add, queue
+from wagate.core.instances import InstanceService
 from wagate.core.model import DeliveryAttempt
 from wagate.core.wakeups import LocalWakeUps
 from wagate.stores import SqlStore
@@ -80,6 +81,7 @@ async def run_dispatcher(store: SqlStore, linger_s: float) -> tuple[Any, ...]:
     wakeups = LocalWakeUps()
     dispatcher = PushDispatcher(
         counting,
+        InstanceService(store),
         sender,
         wakeups,
         concurrency=4,

@@ -15,6 +15,7 @@ import logging
 import time
 from datetime import UTC, datetime, timedelta
 
+from wagate.core.instances import InstanceService
 from wagate.core.model import Instance, Notification
 from wagate.core.ports import Store, WakeUps, WebhookSender
 from wagate.core.retry import next_delay_s
@@ -31,6 +32,7 @@ class PushDispatcher:
     def __init__(
         self,
         store: Store,
+        instances: InstanceService,
         sender: WebhookSender,
         wakeups: WakeUps,
         *,
@@ -41,6 +43,7 @@ class PushDispatcher:
         linger_s: float = LINGER_S,
     ) -> None:
         self._store = store
+        self._instances = instances
         self._sender = sender
         self._wakeups = wakeups
         self._concurrency = concurrency
@@ -116,32 +119,54 @@ class PushDispatcher:
     async def _deliver_lane(self, instance_id: int) -> None:
         renewed_at = time.monotonic()
         lingered = False
-        while True:
-            instance = await self._store.get_instance(instance_id)
-            if instance is None or not instance.settings.webhook_url:
-                return  # deleted, or switched back to polling
-            batch = await self._store.queued_notifications(instance_id, BATCH)
-            if not batch:
-                if lingered:
-                    return
-                # A busy instance's next notifications are usually moments away: waiting for
-                # them saves releasing and claiming the lane again (two write transactions).
-                await self._wakeups.wait_notification(instance_id, self._linger_s)
-                lingered = True
-                continue
-            lingered = False
-            delivered: list[int] = []
-            try:
+        # Delivered, not yet taken off the queue: marked while the next batch is read.
+        marking: list[int] = []
+        try:
+            while True:
+                # From the instance cache: a settings change made elsewhere (the CLI, another
+                # node) stops or redirects the lane within the cache's TTL (the poll interval).
+                instance = await self._instances.find(instance_id)
+                if instance is None or not instance.settings.webhook_url:
+                    return  # deleted, or switched back to polling
+                batch = await self._next_batch(instance_id, marking)
+                marking = []
+                if not batch:
+                    if lingered:
+                        return
+                    # A busy instance's next notifications are usually moments away: waiting
+                    # for them saves releasing and claiming the lane again (two write
+                    # transactions).
+                    await self._wakeups.wait_notification(instance_id, self._linger_s)
+                    lingered = True
+                    continue
+                lingered = False
                 for notification in batch:
                     if not await self._deliver_one(instance, notification):
                         return
-                    delivered.append(notification.receipt_id)
+                    marking.append(notification.receipt_id)
                     if time.monotonic() - renewed_at > self._lease.total_seconds() / 3:
                         await self._store.renew_push_lane(instance_id, self._lease)
                         renewed_at = time.monotonic()
-            finally:
-                if delivered:
-                    await self._store.mark_delivered(instance_id, delivered)
+        finally:
+            if marking:
+                await self._store.mark_delivered(instance_id, marking)
+
+    async def _next_batch(self, instance_id: int, marking: list[int]) -> list[Notification]:
+        """The queue's head, read while the notifications just delivered (`marking`) are taken
+        off it: one wait for both instead of one after the other. If the mark fails, this
+        raises and the lane ends before delivering anything newer, so the unmarked ones go
+        again first (at least once, still in order)."""
+        if not marking:
+            return await self._store.queued_notifications(instance_id, BATCH)
+        # The read may still see the ones being marked: ask for as many more and drop them.
+        _, head = await asyncio.gather(
+            self._store.mark_delivered(instance_id, marking),
+            self._store.queued_notifications(instance_id, BATCH + len(marking)),
+        )
+        marked = set(marking)
+        return [notification for notification in head if notification.receipt_id not in marked][
+            :BATCH
+        ]
 
     async def _deliver_one(self, instance: Instance, notification: Notification) -> bool:
         """One attempt; on failure the retry is recorded and False returned."""
