@@ -107,8 +107,6 @@ def install_sqlite_hooks(engine: Engine, *, immediate: bool) -> None:
                 raise DBAPIError.instance("BEGIN IMMEDIATE", (), exc, sqlite3.Error) from exc
 
 
-# Reader threads (and connections) of an SQLite store; its writer is one thread and connection.
-SQLITE_READERS = 4
 # Worker threads of a PostgreSQL store, shared by reads and writes: each holds at most one pooled
 # connection at a time, so the pool (10 kept open, 10 more on demand) never makes one wait.
 POSTGRES_THREADS = 20
@@ -119,14 +117,14 @@ def create_engines(database_url: str) -> tuple[Engine, Engine]:
     threads); on PostgreSQL both share one pool."""
     url = sync_url(database_url)
     if url.get_backend_name() == "sqlite":
-        # One writer connection: SQLite allows one writer at a time anyway. Readers use their own
-        # connections (WAL), one per reader thread.
+        # One connection for writes (SQLite allows one writer at a time anyway) and one for
+        # reads, which then need no BEGIN IMMEDIATE and never hold the write lock (WAL).
         writer = create_engine(
             url, pool_size=1, max_overflow=0, pool_timeout=60, hide_parameters=True
         )
         install_sqlite_hooks(writer, immediate=True)
         reader = create_engine(
-            url, pool_size=SQLITE_READERS, max_overflow=0, pool_timeout=60, hide_parameters=True
+            url, pool_size=1, max_overflow=0, pool_timeout=60, hide_parameters=True
         )
         install_sqlite_hooks(reader, immediate=False)
         return writer, reader

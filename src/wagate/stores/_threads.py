@@ -1,11 +1,13 @@
 """Store transactions in worker threads: one thread hop per store operation.
 
 Each store method hands one plain function, its whole transaction, to a worker thread and awaits
-the result (`SqlRunner.run`); the event loop never blocks on the database. On SQLite the writer is
-one thread with one connection that opens every transaction with BEGIN IMMEDIATE, and reads run
-on a few reader threads, each with its own connection (WAL lets them read while the writer
-commits), as datasette does. On PostgreSQL one thread pool serves reads and writes with
-connections from SQLAlchemy's QueuePool.
+the result (`SqlRunner.run`); the event loop never blocks on the database. On SQLite one thread
+does all of it, with two connections: the writer's, which opens every transaction with BEGIN
+IMMEDIATE, and the reader's, whose lone SELECTs need no transaction and never hold the write lock.
+Reader threads would not read in parallel to any gain: every row a SQLite statement steps through
+hands the GIL back and forth, so more threads only meant more hand-offs with the event loop and
+each other (measured in docs/benchmarks.md, "one SQLite store thread"). On PostgreSQL one thread
+pool serves reads and writes with connections from SQLAlchemy's QueuePool.
 
 The threads are fed by a queue (`Workers`) and hand results back with one
 `call_soon_threadsafe`. Cancellation: a caller cancelled before a thread takes its function up
@@ -31,7 +33,7 @@ from sqlalchemy import Connection, Engine
 from sqlalchemy.exc import OperationalError, SQLAlchemyError
 
 from wagate.core.errors import WagateError
-from wagate.stores._connect import POSTGRES_THREADS, SQLITE_READERS, create_engines
+from wagate.stores._connect import POSTGRES_THREADS, create_engines
 
 logger = logging.getLogger(__name__)
 
@@ -219,12 +221,10 @@ class Database:
         self._engines = [writer_engine]
         if writer_engine.dialect.name == "sqlite":
             self._engines.append(reader_engine)
-            self._workers = [
-                Workers(1, "wagate-sqlite-writer"),
-                Workers(SQLITE_READERS, "wagate-sqlite-reader"),
-            ]
+            # One thread, which keeps both connections (see the module's docstring).
+            self._workers = [Workers(1, "wagate-sqlite")]
             self.writer = SqlRunner(writer_engine, self._workers[0], keep_connections=True)
-            self.reader = SqlRunner(reader_engine, self._workers[1], keep_connections=True)
+            self.reader = SqlRunner(reader_engine, self._workers[0], keep_connections=True)
         else:
             # The reader is an option view of the writer engine: one pool, disposed once.
             self._workers = [Workers(POSTGRES_THREADS, "wagate-db")]
