@@ -97,6 +97,18 @@ async def test_a_notification_wakes_only_its_instance(
 
 
 @pytest.mark.postgres
+async def test_a_mark_catches_a_notification_from_another_node_before_the_wait(
+    node_a: PostgresWakeUps, node_b: PostgresWakeUps
+) -> None:
+    mark = node_b.notification_mark(5)
+    await node_a.notification_added(5)
+    # The NOTIFY reaches node B before its wait begins (the mark is the local event it sets).
+    assert isinstance(mark, asyncio.Event)
+    await asyncio.wait_for(mark.wait(), PROMPT_S)
+    assert await (await started(node_b.wait_notification(5, LONG_TIMEOUT_S, mark))) < PROMPT_S
+
+
+@pytest.mark.postgres
 async def test_local_waiters_wake_at_once(node_a: PostgresWakeUps) -> None:
     waiter = await started(node_a.wait_notification(5, timeout_s=LONG_TIMEOUT_S))
     await node_a.notification_added(5)

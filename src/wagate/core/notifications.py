@@ -69,6 +69,8 @@ class NotificationService:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout_s
         while True:
+            # Taken before the read: a notification added while it runs ends the wait below.
+            mark = self._wakeups.notification_mark(instance.id)
             head = await self._head(instance.id, loop.time())
             if head is not None:
                 return head
@@ -76,7 +78,7 @@ class NotificationService:
             if remaining <= 0:
                 return None
             await self._wakeups.wait_notification(
-                instance.id, min(remaining, self._poll_interval_s)
+                instance.id, min(remaining, self._poll_interval_s), mark
             )
 
     async def _head(self, instance_id: int, now: float) -> Notification | None:

@@ -291,7 +291,16 @@ class WakeUps(Protocol):
     """
 
     async def notification_added(self, instance_id: int) -> None: ...
-    async def wait_notification(self, instance_id: int, timeout_s: float) -> None: ...
+
+    def notification_mark(self, instance_id: int) -> object:
+        """A mark for `wait_notification(..., since=mark)`. Taken before reading the queue, it
+        makes a notification added after the read started end that wait at once, even if it was
+        added before the wait began."""
+        ...
+
+    async def wait_notification(
+        self, instance_id: int, timeout_s: float, since: object | None = None
+    ) -> None: ...
     async def job_added(self) -> None: ...
     async def wait_push(self, timeout_s: float) -> None:
         """Wait for push work: a notification was added or an instance's webhook settings changed

@@ -26,10 +26,20 @@ class LocalWakeUps:
         if event is not None:
             event.set()
 
-    async def wait_notification(self, instance_id: int, timeout_s: float) -> None:
+    def notification_mark(self, instance_id: int) -> asyncio.Event:
+        # The event a wait would use now: `notification_added` sets it (and replaces it for later
+        # marks), so a wait on it ends at once if a notification came since the mark.
+        return self._notification_events[instance_id]
+
+    async def wait_notification(
+        self, instance_id: int, timeout_s: float, since: object | None = None
+    ) -> None:
         # Every waiter of an instance shares one event; it is replaced after it fires, so a
         # wake-up is never consumed by one waiter alone.
-        event = self._notification_events[instance_id]
+        if isinstance(since, asyncio.Event):
+            event = since
+        else:
+            event = self._notification_events[instance_id]
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(event.wait(), timeout_s)
 

@@ -131,10 +131,15 @@ class PostgresWakeUps:
         await self._local.job_added()
         await self._notify(f"{self._origin}:j")
 
-    async def wait_notification(self, instance_id: int, timeout_s: float) -> None:
+    def notification_mark(self, instance_id: int) -> object:
+        return self._local.notification_mark(instance_id)
+
+    async def wait_notification(
+        self, instance_id: int, timeout_s: float, since: object | None = None
+    ) -> None:
         self._waiting[instance_id] += 1
         try:
-            await self._local.wait_notification(instance_id, timeout_s)
+            await self._local.wait_notification(instance_id, timeout_s, since)
         finally:
             self._waiting[instance_id] -= 1
             if self._waiting[instance_id] <= 0:

@@ -128,6 +128,8 @@ class PushDispatcher:
                 instance = await self._instances.find(instance_id)
                 if instance is None or not instance.settings.webhook_url:
                     return  # deleted, or switched back to polling
+                # Taken before the read: a notification added while it runs ends the wait below.
+                mark = self._wakeups.notification_mark(instance_id)
                 batch = await self._next_batch(instance_id, marking)
                 marking = []
                 if not batch:
@@ -136,7 +138,7 @@ class PushDispatcher:
                     # A busy instance's next notifications are usually moments away: waiting
                     # for them saves releasing and claiming the lane again (two write
                     # transactions).
-                    await self._wakeups.wait_notification(instance_id, self._linger_s)
+                    await self._wakeups.wait_notification(instance_id, self._linger_s, mark)
                     lingered = True
                     continue
                 lingered = False

@@ -1,0 +1,61 @@
+"""In-process wake-ups: a mark taken before reading the queue catches what comes before the wait."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable
+
+import pytest
+
+from wagate.core.wakeups import LocalWakeUps
+
+pytestmark = pytest.mark.anyio
+
+# A wait a wake-up ends must end this much sooner than its timeout.
+PROMPT_S = 2.0
+LONG_TIMEOUT_S = 10.0
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+async def timed(wait: Awaitable[None]) -> float:
+    began = time.monotonic()
+    await wait
+    return time.monotonic() - began
+
+
+async def test_a_notification_between_the_mark_and_the_wait_ends_the_wait_at_once() -> None:
+    wakeups = LocalWakeUps()
+    mark = wakeups.notification_mark(5)
+    await wakeups.notification_added(5)  # while the waiter was still reading the queue
+    assert await timed(wakeups.wait_notification(5, LONG_TIMEOUT_S, mark)) < PROMPT_S
+
+
+async def test_without_a_mark_that_notification_is_missed_until_the_timeout() -> None:
+    # Why marks exist: the same order of events, and the wait runs out its timeout.
+    wakeups = LocalWakeUps()
+    await wakeups.notification_added(5)
+    assert await timed(wakeups.wait_notification(5, 0.3)) >= 0.25
+
+
+async def test_a_mark_sees_only_notifications_after_it_and_of_its_instance() -> None:
+    wakeups = LocalWakeUps()
+    await wakeups.notification_added(5)
+    mark = wakeups.notification_mark(5)
+    await wakeups.notification_added(6)
+    assert await timed(wakeups.wait_notification(5, 0.3, mark)) >= 0.25
+
+
+async def test_waiters_with_and_without_marks_share_a_wake_up() -> None:
+    wakeups = LocalWakeUps()
+    mark = wakeups.notification_mark(5)
+    with_mark = asyncio.create_task(timed(wakeups.wait_notification(5, LONG_TIMEOUT_S, mark)))
+    plain = asyncio.create_task(timed(wakeups.wait_notification(5, LONG_TIMEOUT_S)))
+    await asyncio.sleep(0)  # both are waiting
+    await wakeups.notification_added(5)
+    assert await with_mark < PROMPT_S
+    assert await plain < PROMPT_S
