@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
 from typing import Any
 
 from sqlalchemy import RowMapping
@@ -141,11 +140,10 @@ def job_from_row(row: RowMapping) -> AvatarJob:
 
 
 def notification_from_row(row: RowMapping) -> Notification:
-    body: Mapping[str, Any] = json.loads(row["body"])
     return Notification(
         receipt_id=row["receipt_id"],
         instance_id=row["instance_id"],
-        body=body,
+        body_json=row["body"],
         status=NotificationStatus(row["status"]),
         created_at=row["created_at"],
         attempts=row["attempts"],

@@ -228,28 +228,30 @@ def complete_jobs(
         return outcomes
     now = now_utc()
     webhook_ids = [f"msg_{uuid.uuid4().hex}" for _ in kept]
+    bodies = [_rows.dump_json(dict(completions[position][1])) for position in kept]
     rows = [
         {
             "instance_id": completions[position][0].instance_id,
-            "body": _rows.dump_json(dict(completions[position][1])),
+            "body": body,
             "status": QUEUED,
             "webhook_id": webhook_id,
             "created_at": now,
             "attempts": 0,
             "last_error": "",
         }
-        for position, webhook_id in zip(kept, webhook_ids, strict=True)
+        for position, webhook_id, body in zip(kept, webhook_ids, bodies, strict=True)
     ]
     if postgres:
         receipt_ids = list(conn.execute(_ADD_NOTIFICATIONS_ORDERED, rows).scalars())
     else:
         receipt_ids = _insert_sqlite(conn, notifications, rows)
-    for position, webhook_id, receipt_id in zip(kept, webhook_ids, receipt_ids, strict=True):
-        job, body = completions[position]
+    for position, webhook_id, body, receipt_id in zip(
+        kept, webhook_ids, bodies, receipt_ids, strict=True
+    ):
         outcomes[position] = Notification(
             receipt_id=receipt_id,
-            instance_id=job.instance_id,
-            body=dict(body),
+            instance_id=completions[position][0].instance_id,
+            body_json=body,
             status=NotificationStatus.QUEUED,
             created_at=now,
             webhook_id=webhook_id,

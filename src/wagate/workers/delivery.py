@@ -10,7 +10,6 @@ is delivered again (at least once, with the same `webhook-id`).
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import time
 from datetime import UTC, datetime, timedelta
@@ -175,7 +174,7 @@ class PushDispatcher:
         now = datetime.now(UTC)
         if notification.next_attempt_at is not None and notification.next_attempt_at > now:
             return False  # a retry not yet due heads the queue; the claim will come back for it
-        body = json.dumps(notification.body, ensure_ascii=False, separators=(",", ":")).encode()
+        body = notification.body_json.encode()
         headers = webhook_headers(
             instance.webhook_signing_secret,
             notification.webhook_id or f"msg_{notification.receipt_id}",
