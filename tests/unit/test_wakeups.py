@@ -59,3 +59,22 @@ async def test_waiters_with_and_without_marks_share_a_wake_up() -> None:
     await wakeups.notification_added(5)
     assert await with_mark < PROMPT_S
     assert await plain < PROMPT_S
+
+
+@pytest.mark.parametrize("wait", ["push", "job", "notification"])
+async def test_a_wait_cancelled_as_its_wake_up_fires_ends_cancelled(wait: str) -> None:
+    # On Python 3.11 asyncio.wait_for returned normally here and the cancellation was lost: the
+    # push dispatcher, cancelled at shutdown just as a lane's release woke it, ran on forever.
+    wakeups = LocalWakeUps()
+    waits = {
+        "push": lambda: wakeups.wait_push(LONG_TIMEOUT_S),
+        "job": lambda: wakeups.wait_job(LONG_TIMEOUT_S),
+        "notification": lambda: wakeups.wait_notification(5, LONG_TIMEOUT_S),
+    }
+    task = asyncio.create_task(waits[wait]())
+    await asyncio.sleep(0)  # the task is waiting
+    await wakeups.notification_added(5)
+    await wakeups.job_added()
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task

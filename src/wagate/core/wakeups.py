@@ -40,20 +40,17 @@ class LocalWakeUps:
             event = since
         else:
             event = self._notification_events[instance_id]
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(event.wait(), timeout_s)
+        await _wait(event, timeout_s)
 
     async def job_added(self) -> None:
         self._job_event.set()
 
     async def wait_job(self, timeout_s: float) -> None:
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._job_event.wait(), timeout_s)
+        await _wait(self._job_event, timeout_s)
         self._job_event.clear()
 
     async def wait_push(self, timeout_s: float) -> None:
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._push_event.wait(), timeout_s)
+        await _wait(self._push_event, timeout_s)
         self._push_event.clear()
 
     async def aclose(self) -> None:
@@ -61,3 +58,13 @@ class LocalWakeUps:
             event.set()
         self._job_event.set()
         self._push_event.set()
+
+
+async def _wait(event: asyncio.Event, timeout_s: float) -> None:
+    """Until `event` is set or `timeout_s` passed. Not `asyncio.wait_for`: on Python 3.11 it
+    returns normally when the event fires just as the waiting task is cancelled, and the
+    cancellation is lost: a worker loop cancelled at shutdown then ran on and the shutdown hung
+    (reproduced with the push dispatcher; fixed in 3.12). `asyncio.timeout` does not lose it."""
+    with contextlib.suppress(TimeoutError):
+        async with asyncio.timeout(timeout_s):
+            await event.wait()
