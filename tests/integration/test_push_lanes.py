@@ -13,7 +13,7 @@ import pytest
 
 from tests.integration.test_store_push import A, add, queue
 from wagate.core.instances import InstanceService
-from wagate.core.model import DeliveryAttempt
+from wagate.core.model import DeliveryAttempt, Notification
 from wagate.core.wakeups import LocalWakeUps
 from wagate.stores import SqlStore
 from wagate.workers.delivery import PushDispatcher
@@ -60,6 +60,7 @@ class CountingClaims:
         self.lanes_claimed = 0
         self.releases = 0
         self.released = asyncio.Event()
+        self.reads = 0
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._store, name)
@@ -73,6 +74,12 @@ class CountingClaims:
         await self._store.release_push_lane(instance_id)
         self.releases += 1
         self.released.set()
+
+    async def queued_notifications(
+        self, instance_id: int, limit: int, after_receipt_id: int = 0
+    ) -> list[Notification]:
+        self.reads += 1
+        return await self._store.queued_notifications(instance_id, limit, after_receipt_id)
 
 
 async def run_dispatcher(store: SqlStore, linger_s: float) -> tuple[Any, ...]:
@@ -124,6 +131,39 @@ async def test_a_lane_with_nothing_more_is_released_after_lingering(store: SqlSt
         await wakeups.notification_added(A)
         await sender.wait_for(2)
         assert counting.lanes_claimed == 2
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+
+
+async def test_a_drained_queue_is_not_read_again_without_a_wake_up(store: SqlStore) -> None:
+    await add(store, A)
+    await queue(store, A, 3)
+    counting, sender, _, task = await run_dispatcher(store, linger_s=0.01)
+    try:
+        await sender.wait_for(3)
+        await asyncio.wait_for(counting.released.wait(), 10)
+        # One read found all three and the queue empty; nothing was added since, so the lane
+        # marked them and lingered without reading again.
+        assert counting.reads == 1
+        assert await store.count_notifications(A) == 0
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+
+
+async def test_what_arrives_without_a_wake_up_goes_out_after_the_lane_is_claimed_again(
+    store: SqlStore,
+) -> None:
+    await add(store, A)
+    await queue(store, A, 1)
+    _, sender, _, task = await run_dispatcher(store, linger_s=0.05)
+    try:
+        await sender.wait_for(1)
+        # As another process would queue it: no wake-up reaches this dispatcher.
+        await queue(store, A, 1)
+        await sender.wait_for(2)
+        assert [body["n"] for body in sender.bodies] == [0, 0]
     finally:
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)

@@ -298,6 +298,10 @@ class WakeUps(Protocol):
         added before the wait began."""
         ...
 
+    def notified_since(self, mark: object) -> bool:
+        """Whether a notification of the mark's instance was added since the mark was taken."""
+        ...
+
     async def wait_notification(
         self, instance_id: int, timeout_s: float, since: object | None = None
     ) -> None: ...

@@ -31,6 +31,9 @@ class LocalWakeUps:
         # marks), so a wait on it ends at once if a notification came since the mark.
         return self._notification_events[instance_id]
 
+    def notified_since(self, mark: object) -> bool:
+        return isinstance(mark, asyncio.Event) and mark.is_set()
+
     async def wait_notification(
         self, instance_id: int, timeout_s: float, since: object | None = None
     ) -> None:

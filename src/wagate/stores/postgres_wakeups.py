@@ -134,6 +134,9 @@ class PostgresWakeUps:
     def notification_mark(self, instance_id: int) -> object:
         return self._local.notification_mark(instance_id)
 
+    def notified_since(self, mark: object) -> bool:
+        return self._local.notified_since(mark)
+
     async def wait_notification(
         self, instance_id: int, timeout_s: float, since: object | None = None
     ) -> None:

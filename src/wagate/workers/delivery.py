@@ -120,6 +120,9 @@ class PushDispatcher:
         lingered = False
         # Delivered, not yet taken off the queue: marked while the next batch is read.
         marking: list[int] = []
+        # Whether the last read emptied the queue, and the wake-up mark taken before it.
+        drained = False
+        mark: object = None
         try:
             while True:
                 # From the instance cache: a settings change made elsewhere (the CLI, another
@@ -127,10 +130,19 @@ class PushDispatcher:
                 instance = await self._instances.find(instance_id)
                 if instance is None or not instance.settings.webhook_url:
                     return  # deleted, or switched back to polling
-                # Taken before the read: a notification added while it runs ends the wait below.
-                mark = self._wakeups.notification_mark(instance_id)
-                batch = await self._next_batch(instance_id, marking)
-                marking = []
+                if not drained or self._wakeups.notified_since(mark):
+                    # Taken before the read: what is added while it runs ends the wait below.
+                    mark = self._wakeups.notification_mark(instance_id)
+                    batch, drained = await self._next_batch(instance_id, marking)
+                    marking = []
+                else:
+                    # The last read emptied the queue and nothing was added since it began:
+                    # reading again would find nothing. (What another process adds without a
+                    # wake-up is found when the lane is claimed again after its linger.)
+                    batch = []
+                    if marking:
+                        await self._store.mark_delivered(instance_id, marking)
+                        marking = []
                 if not batch:
                     if lingered:
                         return
@@ -152,22 +164,25 @@ class PushDispatcher:
             if marking:
                 await self._store.mark_delivered(instance_id, marking)
 
-    async def _next_batch(self, instance_id: int, marking: list[int]) -> list[Notification]:
-        """The queue's head, read while the notifications just delivered (`marking`) are taken
-        off it: one wait for both instead of one after the other. If the mark fails, this
-        raises and the lane ends before delivering anything newer, so the unmarked ones go
-        again first (at least once, still in order)."""
+    async def _next_batch(
+        self, instance_id: int, marking: list[int]
+    ) -> tuple[list[Notification], bool]:
+        """The queue's head, and whether that was all of the queue, read while the
+        notifications just delivered (`marking`) are taken off it: one wait for both instead of
+        one after the other. If the mark fails, this raises and the lane ends before delivering
+        anything newer, so the unmarked ones go again first (at least once, still in order)."""
         if not marking:
-            return await self._store.queued_notifications(instance_id, BATCH)
+            head = await self._store.queued_notifications(instance_id, BATCH)
+            return head, len(head) < BATCH
         # The read may still see the ones being marked: ask for as many more and drop them.
+        limit = BATCH + len(marking)
         _, head = await asyncio.gather(
             self._store.mark_delivered(instance_id, marking),
-            self._store.queued_notifications(instance_id, BATCH + len(marking)),
+            self._store.queued_notifications(instance_id, limit),
         )
         marked = set(marking)
-        return [notification for notification in head if notification.receipt_id not in marked][
-            :BATCH
-        ]
+        fresh = [notification for notification in head if notification.receipt_id not in marked]
+        return fresh[:BATCH], len(head) < limit and len(fresh) <= BATCH
 
     async def _deliver_one(self, instance: Instance, notification: Notification) -> bool:
         """One attempt; on failure the retry is recorded and False returned."""
