@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Mapping
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
@@ -82,22 +84,36 @@ class CountingClaims:
         return await self._store.queued_notifications(instance_id, limit, after_receipt_id)
 
 
-async def run_dispatcher(store: SqlStore, linger_s: float) -> tuple[Any, ...]:
-    counting = CountingClaims(store)
-    sender = RecordingSender()
-    wakeups = LocalWakeUps()
+@dataclass
+class Running:
+    """A dispatcher running in a task, and the fakes around it."""
+
+    store: CountingClaims
+    sender: RecordingSender
+    wakeups: LocalWakeUps
+
+
+@asynccontextmanager
+async def running_dispatcher(store: SqlStore, linger_s: float) -> AsyncIterator[Running]:
+    """Run a dispatcher over `store` for the block; cancel it and await its end after."""
+    running = Running(CountingClaims(store), RecordingSender(), LocalWakeUps())
     dispatcher = PushDispatcher(
-        counting,
+        running.store,
         InstanceService(store),
-        sender,
-        wakeups,
+        running.sender,
+        running.wakeups,
         concurrency=4,
         timeout_s=5,
         max_interval_s=60,
         poll_interval_s=30,
         linger_s=linger_s,
     )
-    return counting, sender, wakeups, asyncio.create_task(dispatcher.run())
+    task = asyncio.create_task(dispatcher.run())
+    try:
+        yield running
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
 
 
 async def test_a_lingering_lane_delivers_what_arrives_without_a_new_claim(
@@ -105,51 +121,39 @@ async def test_a_lingering_lane_delivers_what_arrives_without_a_new_claim(
 ) -> None:
     await add(store, A)
     await queue(store, A, 2)
-    counting, sender, wakeups, task = await run_dispatcher(store, linger_s=30)
-    try:
-        await sender.wait_for(2)
+    async with running_dispatcher(store, linger_s=30) as run:
+        await run.sender.wait_for(2)
         await queue(store, A, 1)
-        await wakeups.notification_added(A)
-        await sender.wait_for(3)
-        assert [body["n"] for body in sender.bodies] == [0, 1, 0]
-        assert counting.lanes_claimed == 1
-        assert counting.releases == 0
-    finally:
-        task.cancel()
-        await asyncio.gather(task, return_exceptions=True)
+        await run.wakeups.notification_added(A)
+        await run.sender.wait_for(3)
+        assert [body["n"] for body in run.sender.bodies] == [0, 1, 0]
+        assert run.store.lanes_claimed == 1
+        assert run.store.releases == 0
 
 
 async def test_a_lane_with_nothing_more_is_released_after_lingering(store: SqlStore) -> None:
     await add(store, A)
     await queue(store, A, 1)
-    counting, sender, wakeups, task = await run_dispatcher(store, linger_s=0.01)
-    try:
-        await sender.wait_for(1)
-        await asyncio.wait_for(counting.released.wait(), 10)
+    async with running_dispatcher(store, linger_s=0.01) as run:
+        await run.sender.wait_for(1)
+        await asyncio.wait_for(run.store.released.wait(), 10)
         assert await store.claim_push_lanes(10, timedelta(minutes=1)) == []  # nothing queued
         await queue(store, A, 1)
-        await wakeups.notification_added(A)
-        await sender.wait_for(2)
-        assert counting.lanes_claimed == 2
-    finally:
-        task.cancel()
-        await asyncio.gather(task, return_exceptions=True)
+        await run.wakeups.notification_added(A)
+        await run.sender.wait_for(2)
+        assert run.store.lanes_claimed == 2
 
 
 async def test_a_drained_queue_is_not_read_again_without_a_wake_up(store: SqlStore) -> None:
     await add(store, A)
     await queue(store, A, 3)
-    counting, sender, _, task = await run_dispatcher(store, linger_s=0.01)
-    try:
-        await sender.wait_for(3)
-        await asyncio.wait_for(counting.released.wait(), 10)
+    async with running_dispatcher(store, linger_s=0.01) as run:
+        await run.sender.wait_for(3)
+        await asyncio.wait_for(run.store.released.wait(), 10)
         # One read found all three and the queue empty; nothing was added since, so the lane
         # marked them and lingered without reading again.
-        assert counting.reads == 1
+        assert run.store.reads == 1
         assert await store.count_notifications(A) == 0
-    finally:
-        task.cancel()
-        await asyncio.gather(task, return_exceptions=True)
 
 
 async def test_what_arrives_without_a_wake_up_goes_out_after_the_lane_is_claimed_again(
@@ -157,13 +161,9 @@ async def test_what_arrives_without_a_wake_up_goes_out_after_the_lane_is_claimed
 ) -> None:
     await add(store, A)
     await queue(store, A, 1)
-    _, sender, _, task = await run_dispatcher(store, linger_s=0.05)
-    try:
-        await sender.wait_for(1)
+    async with running_dispatcher(store, linger_s=0.05) as run:
+        await run.sender.wait_for(1)
         # As another process would queue it: no wake-up reaches this dispatcher.
         await queue(store, A, 1)
-        await sender.wait_for(2)
-        assert [body["n"] for body in sender.bodies] == [0, 0]
-    finally:
-        task.cancel()
-        await asyncio.gather(task, return_exceptions=True)
+        await run.sender.wait_for(2)
+        assert [body["n"] for body in run.sender.bodies] == [0, 0]

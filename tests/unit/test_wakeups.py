@@ -8,13 +8,10 @@ from collections.abc import Awaitable
 
 import pytest
 
+from tests.integration.test_postgres_wakeups import LONG_TIMEOUT_S, PROMPT_S
 from wagate.core.wakeups import LocalWakeUps
 
 pytestmark = pytest.mark.anyio
-
-# A wait a wake-up ends must end this much sooner than its timeout.
-PROMPT_S = 2.0
-LONG_TIMEOUT_S = 10.0
 
 
 @pytest.fixture
