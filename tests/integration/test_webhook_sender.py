@@ -14,11 +14,13 @@ import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from wagate import __version__
 from wagate.core.errors import ValidationFailed
+from wagate.core.model import DeliveryAttempt
 from wagate.core.webhook_policy import WebhookAddressPolicy
 from wagate.workers import webhook_sender
 from wagate.workers.webhook_sender import HttpWebhookSender
@@ -161,6 +163,15 @@ def sender(
     return HttpWebhookSender(policy or WebhookAddressPolicy(), timeout_s, max_connections, resolver)
 
 
+async def post_once(url: str, body: bytes, *, lane: str = "", **options: Any) -> DeliveryAttempt:
+    """One post by a fresh sender (made with `options`), closed after."""
+    client = sender(**options)
+    try:
+        return await client.post(url, HEADERS, body, lane=lane)
+    finally:
+        await client.aclose()
+
+
 async def two_posts(server: RawServer) -> tuple[int | None, int | None]:
     """The status codes of two posts on one lane, one after the other, by a fresh sender."""
     client = sender()
@@ -203,13 +214,12 @@ async def test_default_port_is_left_out_of_host_and_odd_paths_are_encoded() -> N
         return ["127.0.0.1"]
 
     # Refused before connecting: port 80 of this machine is none of the test's business.
-    client = sender(
-        policy=WebhookAddressPolicy(deny=[ipaddress.ip_network("127.0.0.0/8")]), resolver=resolve
+    attempt = await post_once(
+        "http://hooks.test/a b/é",
+        b"{}",
+        policy=WebhookAddressPolicy(deny=[ipaddress.ip_network("127.0.0.0/8")]),
+        resolver=resolve,
     )
-    try:
-        attempt = await client.post("http://hooks.test/a b/é", HEADERS, b"{}")
-    finally:
-        await client.aclose()
     assert seen == ["hooks.test:80"]
     assert attempt.error.startswith("address refused: 127.0.0.1")
     target = webhook_sender._Target.parse("http://hooks.test/a b/é?q=ü")
@@ -257,11 +267,7 @@ async def test_a_fresh_connection_dropped_before_answering_is_the_attempts_failu
     server: RawServer,
 ) -> None:
     server.script = lambda _request: Reply(b"", close=True)
-    client = sender()
-    try:
-        attempt = await client.post(server.url, HEADERS, b"1", lane="1")
-    finally:
-        await client.aclose()
+    attempt = await post_once(server.url, b"1", lane="1")
     assert attempt.status_code is None
     assert attempt.error.startswith("the connection closed before any answer")
     assert len(server.requests) == 1
@@ -269,22 +275,14 @@ async def test_a_fresh_connection_dropped_before_answering_is_the_attempts_failu
 
 async def test_an_answer_broken_off_in_its_headers_is_a_failure(server: RawServer) -> None:
     server.script = lambda _request: Reply(b"HTTP/1.1 200 OK\r\nContent-Le", close=True)
-    client = sender()
-    try:
-        attempt = await client.post(server.url, HEADERS, b"1")
-    finally:
-        await client.aclose()
+    attempt = await post_once(server.url, b"1")
     assert attempt.status_code is None
     assert attempt.error == "the connection closed in the middle of an answer"
 
 
 async def test_garbage_is_not_an_answer(server: RawServer) -> None:
     server.script = lambda _request: Reply(b"SSH-2.0-OpenSSH_9.6\r\n\r\n")
-    client = sender()
-    try:
-        attempt = await client.post(server.url, HEADERS, b"1")
-    finally:
-        await client.aclose()
+    attempt = await post_once(server.url, b"1")
     assert attempt.status_code is None
     assert attempt.error.startswith("invalid HTTP answer")
 
@@ -351,11 +349,7 @@ async def test_retry_after_is_captured(server: RawServer) -> None:
     server.script = lambda _request: Reply(
         b"HTTP/1.1 429 Too Many Requests\r\nRetry-After: 7\r\nContent-Length: 0\r\n\r\n"
     )
-    client = sender()
-    try:
-        attempt = await client.post(server.url, HEADERS, b"x")
-    finally:
-        await client.aclose()
+    attempt = await post_once(server.url, b"x")
     assert attempt.status_code == 429
     assert attempt.retry_after == "7"
     assert not attempt.is_delivered
@@ -395,21 +389,15 @@ async def test_connection_refused_is_cannot_connect() -> None:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
-    client = sender()
-    try:
-        attempt = await client.post(f"http://127.0.0.1:{port}/hook", HEADERS, b"x")
-    finally:
-        await client.aclose()
+    attempt = await post_once(f"http://127.0.0.1:{port}/hook", b"x")
     assert attempt.status_code is None
     assert attempt.error.startswith("cannot connect: ")
 
 
 async def test_policy_refuses_the_address_before_connecting(server: RawServer) -> None:
-    client = sender(policy=WebhookAddressPolicy(deny=[ipaddress.ip_network("127.0.0.0/8")]))
-    try:
-        attempt = await client.post(server.url, HEADERS, b"x")
-    finally:
-        await client.aclose()
+    attempt = await post_once(
+        server.url, b"x", policy=WebhookAddressPolicy(deny=[ipaddress.ip_network("127.0.0.0/8")])
+    )
     assert attempt.error == "address refused: 127.0.0.1 is in WAGATE_WEBHOOK_DENY"
     assert server.accepted == 0
 
@@ -422,11 +410,7 @@ async def test_fake_resolver_names_the_address_and_the_host_header_keeps_the_nam
         # A refused address first: the guard skips it and the next one is used.
         return ["169.254.169.254", "127.0.0.1"]
 
-    client = sender(resolver=resolve)
-    try:
-        attempt = await client.post(f"http://hooks.test:{server.port}/hook", HEADERS, b"x")
-    finally:
-        await client.aclose()
+    attempt = await post_once(f"http://hooks.test:{server.port}/hook", b"x", resolver=resolve)
     assert attempt.status_code == 200
     assert server.requests[0].header("Host") == f"hooks.test:{server.port}"
 
@@ -435,13 +419,12 @@ async def test_only_refused_addresses_are_reported_with_every_reason() -> None:
     async def resolve(host: str, port: int) -> list[str]:
         return ["169.254.169.254", "10.0.0.1"]
 
-    client = sender(
-        policy=WebhookAddressPolicy(deny=[ipaddress.ip_network("10.0.0.0/8")]), resolver=resolve
+    attempt = await post_once(
+        "http://hooks.test/hook",
+        b"x",
+        policy=WebhookAddressPolicy(deny=[ipaddress.ip_network("10.0.0.0/8")]),
+        resolver=resolve,
     )
-    try:
-        attempt = await client.post("http://hooks.test/hook", HEADERS, b"x")
-    finally:
-        await client.aclose()
     assert attempt.error == (
         "address refused: 169.254.169.254 is a link-local, metadata or non-unicast address; "
         "10.0.0.1 is in WAGATE_WEBHOOK_DENY"
@@ -452,11 +435,7 @@ async def test_unresolvable_host_is_an_attempt_failure() -> None:
     async def resolve(host: str, port: int) -> list[str]:
         raise socket.gaierror(socket.EAI_NONAME, "Name or service not known")
 
-    client = sender(resolver=resolve)
-    try:
-        attempt = await client.post("http://nowhere.test/hook", HEADERS, b"x")
-    finally:
-        await client.aclose()
+    attempt = await post_once("http://nowhere.test/hook", b"x", resolver=resolve)
     assert attempt.error.startswith("cannot resolve nowhere.test: ")
 
 
