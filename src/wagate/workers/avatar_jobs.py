@@ -75,9 +75,9 @@ class AvatarJobWorker:
                 batches: dict[int, list[AvatarJob]] = {}
                 for job in claimed:  # by id, so each batch is in acknowledgement order
                     batches.setdefault(job.instance_id, []).append(job)
-                for instance_id, jobs in batches.items():
+                for jobs in batches.values():
                     task = asyncio.create_task(
-                        self._run_batch(instance_id, jobs), name=f"avatar-jobs:{jobs[0].id}"
+                        self._run_batch(jobs), name=f"avatar-jobs:{jobs[0].id}"
                     )
                     self._running.add(task)
                     task.add_done_callback(self._running.discard)
@@ -91,19 +91,20 @@ class AvatarJobWorker:
                 task.cancel()
             await asyncio.gather(*self._running, return_exceptions=True)
 
-    async def _run_batch(self, instance_id: int, jobs: list[AvatarJob]) -> None:
+    async def _run_batch(self, jobs: list[AvatarJob]) -> None:
         """Run a claimed batch, then the batch its completion claimed, and so on until a
         completion finds nothing claimable: a busy worker slot needs no claim transaction of
         its own and does not wait for the claim loop's next round."""
         try:
             while jobs:
-                jobs = await self._complete_batch(jobs[0].instance_id, jobs)
+                jobs = await self._complete_batch(jobs)
         finally:
             await self._wakeups.job_added()
 
-    async def _complete_batch(self, instance_id: int, jobs: list[AvatarJob]) -> list[AvatarJob]:
+    async def _complete_batch(self, jobs: list[AvatarJob]) -> list[AvatarJob]:
         """Look one instance's claimed jobs up concurrently, then queue their notifications in
         one transaction, in job id order, claiming the next batch in it; returns that batch."""
+        instance_id = jobs[0].instance_id
         try:
             instance = await self._instances.find(instance_id)
             if instance is None:
