@@ -3,12 +3,12 @@ body documentation. (Instance methods get theirs from `green_api`.)"""
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 from fastapi import Request, Response
 
 from wagate.bootstrap import Runtime
+from wagate.wire.json_text import dumps_bytes
 
 
 # Async on purpose: FastAPI runs a plain `def` dependency in a worker thread.
@@ -19,7 +19,7 @@ async def get_runtime(request: Request) -> Runtime:
 
 def json_response(content: Any, status_code: int = 200) -> Response:
     return Response(
-        json.dumps(content, ensure_ascii=False, separators=(",", ":")).encode(),
+        dumps_bytes(content),
         status_code=status_code,
         media_type="application/json",
     )

@@ -8,7 +8,6 @@ from typing import Any
 from sqlalchemy import RowMapping
 
 from wagate.core.model import (
-    AvatarJob,
     FaultKind,
     Instance,
     InstanceSettings,
@@ -20,10 +19,9 @@ from wagate.core.model import (
     SandboxFault,
     SandboxGroup,
 )
+from wagate.wire.json_text import dumps_text
 
-
-def dump_json(value: Any) -> str:
-    return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
+dump_json = dumps_text
 
 
 def settings_to_json(settings: InstanceSettings) -> str:
