@@ -128,15 +128,6 @@ def fault_from_row(row: RowMapping) -> SandboxFault:
     return SandboxFault(chat_id=row["chat_id"], kind=FaultKind(row["kind"]))
 
 
-def job_from_row(row: RowMapping) -> AvatarJob:
-    return AvatarJob(
-        id=row["id"],
-        instance_id=row["instance_id"],
-        chat_id=row["chat_id"],
-        created_at=row["created_at"],
-    )
-
-
 def notification_from_row(row: RowMapping) -> Notification:
     return Notification(
         receipt_id=row["receipt_id"],

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import functools
-import uuid
+import itertools
+import os
 from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -40,12 +41,9 @@ _ADD_NOTIFICATIONS_ORDERED = insert(notifications).returning(
     notifications.c.receipt_id, sort_by_parameter_order=True
 )
 # SQLite: which of the given jobs exist, as one text value ("1,2,5"), then their deletion.
-_EXISTING_JOBS = select(func.group_concat(avatar_jobs.c.id)).where(
-    avatar_jobs.c.id.in_(bindparam("job_ids", expanding=True))
-)
-_DELETE_JOBS_QUIETLY = delete(avatar_jobs).where(
-    avatar_jobs.c.id.in_(bindparam("job_ids", expanding=True))
-)
+# Written as SQL: SQLAlchemy renders an expanding IN anew at every execution.
+_EXISTING_JOBS_SQL = "SELECT group_concat(id) FROM avatar_jobs WHERE id IN ({marks})"
+_DELETE_JOBS_SQL = "DELETE FROM avatar_jobs WHERE id IN ({marks})"
 
 
 def now_utc() -> datetime:
@@ -71,13 +69,26 @@ def _insert_sqlite(conn: Connection, table: Table, rows: list[dict[str, Any]]) -
     sql = f"INSERT INTO {table.name} ({', '.join(columns)}) VALUES " + ", ".join(  # noqa: S608
         [values] * len(rows)
     )
-    params = tuple(
-        row[name] if process is None else process(row[name])
-        for row in rows
+    by_column = [
+        _driver_values([row[name] for row in rows], process)
         for name, process in zip(columns, processors, strict=True)
-    )
+    ]
+    params = tuple(itertools.chain.from_iterable(zip(*by_column, strict=True)))
     last = conn.exec_driver_sql(sql, params).lastrowid
     return list(range(last - len(rows) + 1, last + 1))
+
+
+def _driver_values(values: list[Any], process: Callable[[Any], Any] | None) -> list[Any]:
+    """One column's values as the driver takes them, each distinct value converted once: the
+    rows of a batch mostly share their timestamps, and a datetime's conversion to SQLite text
+    costs more than the rest of its row."""
+    if process is None:
+        return values
+    converted: dict[Any, Any] = {}
+    for value in values:
+        if value not in converted:
+            converted[value] = process(value)
+    return [converted[value] for value in values]
 
 
 @functools.cache
@@ -92,10 +103,12 @@ def _delete_existing_jobs(conn: Connection, job_ids: list[int], *, postgres: boo
     """Delete the jobs; the ids of those that were there."""
     if postgres:
         return set(conn.execute(_DELETE_JOBS, {"job_ids": job_ids}).scalars())
-    found = conn.execute(_EXISTING_JOBS, {"job_ids": job_ids}).scalar()
+    marks = ", ".join("?" * len(job_ids))
+    params = tuple(job_ids)
+    found = conn.exec_driver_sql(_EXISTING_JOBS_SQL.format(marks=marks), params).scalar()
     if not found:
         return set()
-    conn.execute(_DELETE_JOBS_QUIETLY, {"job_ids": job_ids})
+    conn.exec_driver_sql(_DELETE_JOBS_SQL.format(marks=marks), params)
     return {int(text) for text in str(found).split(",")}
 
 
@@ -172,7 +185,10 @@ _CLAIM_OLDEST_JOBS = (
         )
     )
     .values(claimed_until=bindparam("until", type_=UtcDateTime))
-    .returning(*avatar_jobs.c)
+    # In `AvatarJob`'s field order: each row becomes one as it is.
+    .returning(
+        avatar_jobs.c.id, avatar_jobs.c.instance_id, avatar_jobs.c.chat_id, avatar_jobs.c.created_at
+    )
 )
 
 
@@ -199,8 +215,8 @@ def claim_jobs(
         "end_offset": per_instance - 1,
         "until": now + lease,
     }
-    rows = conn.execute(_CLAIM_OLDEST_JOBS, params).mappings().all()
-    return sorted((_rows.job_from_row(row) for row in rows), key=lambda job: job.id)
+    rows = sorted(conn.execute(_CLAIM_OLDEST_JOBS, params).all())
+    return [AvatarJob(*row) for row in rows]
 
 
 def complete_jobs(
@@ -227,7 +243,9 @@ def complete_jobs(
     if not kept:
         return outcomes
     now = now_utc()
-    webhook_ids = [f"msg_{uuid.uuid4().hex}" for _ in kept]
+    # 128 random bits each (a uuid4 has 122), from one call for the whole batch.
+    random_hex = os.urandom(16 * len(kept)).hex()
+    webhook_ids = [f"msg_{random_hex[32 * i : 32 * i + 32]}" for i in range(len(kept))]
     bodies = [_rows.dump_json(dict(completions[position][1])) for position in kept]
     rows = [
         {

@@ -6,6 +6,7 @@ both together, and never edit a released migration: add the next numbered one.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -56,6 +57,33 @@ class UtcDateTime(TypeDecorator[datetime]):
         if value.tzinfo is None:
             return value.replace(tzinfo=UTC)
         return value.astimezone(UTC)
+
+    # On SQLite the two steps above (this decorator's, then SQLAlchemy's text conversion, a
+    # regular expression) are done in one: every queued notification and claimed job read or
+    # written carries a timestamp, and the two-step conversions were ~8 % of the avatar
+    # worker's time. Same text as SQLAlchemy's SQLite DATETIME: microseconds always written.
+    def bind_processor(self, dialect: Dialect) -> Callable[[Any], Any] | None:
+        if dialect.name != "sqlite":
+            return super().bind_processor(dialect)
+
+        def to_text(value: datetime | None) -> str | None:
+            if value is None:
+                return None
+            if value.tzinfo is None:
+                raise ValueError("naive datetime given to the store; use an aware UTC datetime")
+            naive = value.astimezone(UTC).replace(tzinfo=None)
+            return naive.isoformat(" ", timespec="microseconds")
+
+        return to_text
+
+    def result_processor(self, dialect: Dialect, coltype: Any) -> Callable[[Any], Any] | None:
+        if dialect.name != "sqlite":
+            return super().result_processor(dialect, coltype)
+
+        def from_text(value: str | None) -> datetime | None:
+            return None if value is None else datetime.fromisoformat(value).replace(tzinfo=UTC)
+
+        return from_text
 
 
 # BIGINT on PostgreSQL; on SQLite only a column declared INTEGER PRIMARY KEY aliases the rowid,
