@@ -166,6 +166,46 @@ def test_a_backlog_of_one_instance_is_answered_in_request_order(tmp_path: Path) 
     assert all(n["body"]["avatarInfo"]["available"] is False for n in received[1:])
 
 
+def test_one_worker_slot_serves_several_instances_without_waiting_for_the_poll(
+    tmp_path: Path,
+) -> None:
+    """One batch at a time and a poll interval beyond the receive timeout: each finishing
+    batch must claim the next instance's jobs (or wake the claim loop), or some would wait
+    for the poll and the long polls below would time out with null."""
+    settings = make_settings(
+        tmp_path, rate_limits_enabled=False, avatar_workers=1, poll_interval_s=60
+    )
+    demo = start_demo(settings)
+    try:
+        others = [
+            demo.server.call(lambda runtime, phone=phone: runtime.instances.create(phone=phone))
+            for phone in ("11001234581", "11001234582")
+        ]
+        urls = [demo.method_url] + [
+            lambda method, *extra, i=i: "/".join(
+                [demo.url, f"waInstance{i.id}", method, i.api_token, *extra]
+            )
+            for i in others
+        ]
+        chats = [f"7900{i:07d}@c.us" for i in range(15)]
+        with httpx.Client(timeout=30) as client:
+            for chat in chats:
+                for url in urls:
+                    answer = client.post(url("getAvatarAsync"), json={"chatId": chat})
+                    assert answer.status_code == 200
+            for url in urls:
+                received = []
+                for _ in chats:
+                    answer = client.get(url("receiveNotification"), params={"receiveTimeout": 15})
+                    assert answer.json() is not None, "a job waited for the poll interval"
+                    received.append(answer.json()["body"]["avatarInfo"]["chatId"])
+                    receipt = str(answer.json()["receiptId"])
+                    assert client.delete(url("deleteNotification", receipt)).json()["result"]
+                assert received == chats
+    finally:
+        demo.server.stop()
+
+
 def test_long_poll_wakes_when_a_notification_arrives(demo: Demo) -> None:
     results: list[Any] = []
     started = threading.Event()
