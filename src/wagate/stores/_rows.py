@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from typing import Any
 
 from sqlalchemy import RowMapping
@@ -19,6 +20,7 @@ from wagate.core.model import (
     SandboxFault,
     SandboxGroup,
 )
+from wagate.stores.schema import notifications
 from wagate.wire.json_text import dumps_text
 
 dump_json = dumps_text
@@ -128,15 +130,31 @@ def fault_from_row(row: RowMapping) -> SandboxFault:
     return SandboxFault(chat_id=row["chat_id"], kind=FaultKind(row["kind"]))
 
 
-def notification_from_row(row: RowMapping) -> Notification:
+# `notifications` columns in `Notification`'s field order, for `notification_from_values`.
+NOTIFICATION_COLUMNS = (
+    notifications.c.receipt_id,
+    notifications.c.instance_id,
+    notifications.c.body,
+    notifications.c.status,
+    notifications.c.created_at,
+    notifications.c.attempts,
+    notifications.c.last_error,
+    notifications.c.webhook_id,
+    notifications.c.next_attempt_at,
+)
+
+
+def notification_from_values(values: Sequence[Any]) -> Notification:
+    """A row of `NOTIFICATION_COLUMNS`."""
+    (receipt_id, instance_id, body, status, created_at, attempts, error, webhook_id, due) = values
     return Notification(
-        receipt_id=row["receipt_id"],
-        instance_id=row["instance_id"],
-        body_json=row["body"],
-        status=NotificationStatus(row["status"]),
-        created_at=row["created_at"],
-        attempts=row["attempts"],
-        last_error=row["last_error"],
-        webhook_id=row["webhook_id"],
-        next_attempt_at=row["next_attempt_at"],
+        receipt_id,
+        instance_id,
+        body,
+        NotificationStatus(status),
+        created_at,
+        attempts,
+        error,
+        webhook_id,
+        due,
     )

@@ -32,6 +32,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 
 from wagate.core.model import Notification
 from wagate.stores import _rows
+from wagate.stores._prepared import Prepared
 from wagate.stores._threads import GroupCommit, SqlRunner
 from wagate.stores.queues import QUEUED, now_utc
 from wagate.stores.schema import UtcDateTime, instances, notifications, push_lanes
@@ -95,15 +96,16 @@ _CLAIMABLE_LANES = (
     .order_by(_head(notifications.c.receipt_id).scalar_subquery())
     .limit(bindparam("limit"))
 )
-_LOCK_CLAIMABLE_LANES = _CLAIMABLE_LANES.with_for_update(skip_locked=True, of=push_lanes)
-_LEASE_LANES = (
+_LOCK_CLAIMABLE_LANES = Prepared(_CLAIMABLE_LANES.with_for_update(skip_locked=True, of=push_lanes))
+_FREE_CLAIMABLE_LANES = Prepared(_CLAIMABLE_LANES)
+_LEASE_LANES = Prepared(
     update(push_lanes)
     .where(push_lanes.c.instance_id.in_(bindparam("lanes", expanding=True)), _lane_is_free())
     .values(lease_until=bindparam("until", type_=UtcDateTime))
     .returning(push_lanes.c.instance_id)
 )
-_NEXT_PUSH_DUE = _free_push_lanes(
-    func.min(_head(notifications.c.next_attempt_at).scalar_subquery())
+_NEXT_PUSH_DUE = Prepared(
+    _free_push_lanes(func.min(_head(notifications.c.next_attempt_at).scalar_subquery()))
 )
 
 
@@ -117,12 +119,12 @@ def claim_lanes(conn: Connection, limit: int, lease: timedelta, *, lock_rows: bo
     BEGIN IMMEDIATE transaction already excludes other writers (SQLite).
     """
     now = now_utc()
-    candidates = _LOCK_CLAIMABLE_LANES if lock_rows else _CLAIMABLE_LANES
-    lane_ids = list(conn.execute(candidates, {"now": now, "limit": limit}).scalars())
+    candidates = _LOCK_CLAIMABLE_LANES if lock_rows else _FREE_CLAIMABLE_LANES
+    lane_ids = [row[0] for row in candidates.rows(conn, {"now": now, "limit": limit})]
     if not lane_ids:
         return []
     params = {"now": now, "lanes": lane_ids, "until": now + lease}
-    claimed = set(conn.execute(_LEASE_LANES, params).scalars())
+    claimed = {row[0] for row in _LEASE_LANES.rows(conn, params)}
     return [lane_id for lane_id in lane_ids if lane_id in claimed]
 
 
@@ -131,8 +133,9 @@ _SET_LEASE = (
     .where(push_lanes.c.instance_id == bindparam("lane"))
     .values(lease_until=bindparam("until", type_=UtcDateTime))
 )
-_QUEUED_AFTER = (
-    select(notifications)
+# Columns in `Notification`'s field order (`_rows.notification_from_values`).
+_QUEUED_AFTER = Prepared(
+    select(*_rows.NOTIFICATION_COLUMNS)
     .where(
         notifications.c.instance_id == bindparam("instance_id"),
         notifications.c.status == QUEUED,
@@ -141,10 +144,12 @@ _QUEUED_AFTER = (
     .order_by(notifications.c.receipt_id)
     .limit(bindparam("limit"))
 )
-_MARK_DELIVERED = delete(notifications).where(
-    notifications.c.instance_id == bindparam("instance_id"),
-    notifications.c.status == QUEUED,
-    notifications.c.receipt_id.in_(bindparam("receipt_ids", expanding=True)),
+_MARK_DELIVERED = Prepared(
+    delete(notifications).where(
+        notifications.c.instance_id == bindparam("instance_id"),
+        notifications.c.status == QUEUED,
+        notifications.c.receipt_id.in_(bindparam("receipt_ids", expanding=True)),
+    )
 )
 _RECORD_FAILURE = (
     update(notifications)
@@ -197,8 +202,7 @@ class PushDelivery:
         params = {"instance_id": instance_id, "after_receipt_id": after_receipt_id, "limit": limit}
         return await self._reader.run(
             lambda conn: [
-                _rows.notification_from_row(row)
-                for row in conn.execute(_QUEUED_AFTER, params).mappings()
+                _rows.notification_from_values(row) for row in _QUEUED_AFTER.rows(conn, params)
             ]
         )
 
@@ -214,9 +218,9 @@ class PushDelivery:
 
         def mark(conn: Connection) -> list[int]:
             return [
-                conn.execute(
-                    _MARK_DELIVERED, {"instance_id": instance_id, "receipt_ids": receipt_ids}
-                ).rowcount
+                _MARK_DELIVERED.rowcount(
+                    conn, {"instance_id": instance_id, "receipt_ids": receipt_ids}
+                )
                 for instance_id, receipt_ids in marks
             ]
 
@@ -235,7 +239,6 @@ class PushDelivery:
 
     async def next_push_due(self) -> datetime | None:
         params = {"now": now_utc()}
-        due: datetime | None = await self._reader.run(
-            lambda conn: conn.execute(_NEXT_PUSH_DUE, params).scalar()
-        )
+        rows = await self._reader.run(lambda conn: _NEXT_PUSH_DUE.rows(conn, params))
+        due: datetime | None = rows[0][0] if rows else None
         return due

@@ -24,6 +24,7 @@ from sqlalchemy import (
 
 from wagate.core.model import AvatarJob, Notification, NotificationStatus
 from wagate.stores import _rows
+from wagate.stores._prepared import Prepared
 from wagate.stores.schema import UtcDateTime, avatar_jobs, instances, notifications
 
 QUEUED = NotificationStatus.QUEUED.value
@@ -159,7 +160,10 @@ _CLAIMABLE_INSTANCES = (
     .limit(bindparam("limit"))
 )
 # NO KEY UPDATE: does not block inserts whose foreign keys point at the instance.
-_LOCK_CLAIMABLE_INSTANCES = _CLAIMABLE_INSTANCES.with_for_update(skip_locked=True, key_share=True)
+_LOCK_CLAIMABLE_INSTANCES = Prepared(
+    _CLAIMABLE_INSTANCES.with_for_update(skip_locked=True, key_share=True)
+)
+_FREE_CLAIMABLE_INSTANCES = Prepared(_CLAIMABLE_INSTANCES)
 # The id of a chosen instance's `per_instance`-th oldest job (NULL when it has fewer): the last
 # one of its batch. One walk of the (instance_id, id) index, however long the queue is.
 _batch_end = (
@@ -170,7 +174,7 @@ _batch_end = (
     .offset(bindparam("end_offset"))
     .scalar_subquery()
 )
-_CLAIM_OLDEST_JOBS = (
+_CLAIM_OLDEST_JOBS = Prepared(
     update(avatar_jobs)
     .where(
         avatar_jobs.c.id.in_(
@@ -205,8 +209,8 @@ def claim_jobs(
     already excludes other writers. Either way no two claimers ever hold jobs of one instance
     at the same time."""
     now = now_utc()
-    candidates = _LOCK_CLAIMABLE_INSTANCES if lock_rows else _CLAIMABLE_INSTANCES
-    instance_ids = list(conn.execute(candidates, {"now": now, "limit": limit}).scalars())
+    candidates = _LOCK_CLAIMABLE_INSTANCES if lock_rows else _FREE_CLAIMABLE_INSTANCES
+    instance_ids = [row[0] for row in candidates.rows(conn, {"now": now, "limit": limit})]
     if not instance_ids:
         return []
     params = {
@@ -215,7 +219,7 @@ def claim_jobs(
         "end_offset": per_instance - 1,
         "until": now + lease,
     }
-    rows = sorted(conn.execute(_CLAIM_OLDEST_JOBS, params).all())
+    rows = sorted(_CLAIM_OLDEST_JOBS.rows(conn, params))
     return [AvatarJob(*row) for row in rows]
 
 

@@ -46,6 +46,7 @@ from wagate.core.model import (
     SandboxRows,
 )
 from wagate.stores import _rows, queues
+from wagate.stores._prepared import Prepared
 from wagate.stores._threads import Database, GroupCommit, SqlRunner
 from wagate.stores.migrate import is_outdated
 from wagate.stores.push import PushDelivery, ensure_lane
@@ -88,8 +89,8 @@ _SANDBOX_ACCOUNTS_BY_LID_OF = select(sandbox_accounts).where(
 _SANDBOX_GROUPS_OF = select(sandbox_groups).where(
     sandbox_groups.c.chat_id.in_(bindparam("keys", expanding=True))
 )
-_LIST_NOTIFICATIONS = (
-    select(notifications)
+_LIST_NOTIFICATIONS = Prepared(
+    select(*_rows.NOTIFICATION_COLUMNS)
     .where(
         notifications.c.instance_id == bindparam("instance_id"),
         notifications.c.status == bindparam("status"),
@@ -97,10 +98,12 @@ _LIST_NOTIFICATIONS = (
     .order_by(notifications.c.receipt_id)
     .limit(bindparam("limit"))
 )
-_DELETE_QUEUED_NOTIFICATION = delete(notifications).where(
-    notifications.c.instance_id == bindparam("instance_id"),
-    notifications.c.receipt_id == bindparam("receipt_id"),
-    notifications.c.status == queues.QUEUED,
+_DELETE_QUEUED_NOTIFICATION = Prepared(
+    delete(notifications).where(
+        notifications.c.instance_id == bindparam("instance_id"),
+        notifications.c.receipt_id == bindparam("receipt_id"),
+        notifications.c.status == queues.QUEUED,
+    )
 )
 _COUNT_QUEUED_NOTIFICATIONS = (
     select(func.count())
@@ -561,7 +564,7 @@ class SqlStore(PushDelivery):
         """Delete a queued notification; False if the instance has no such queued one."""
         params = {"instance_id": instance_id, "receipt_id": receipt_id}
         deleted: int = await self._writer.run(
-            lambda conn: conn.execute(_DELETE_QUEUED_NOTIFICATION, params).rowcount
+            lambda conn: _DELETE_QUEUED_NOTIFICATION.rowcount(conn, params)
         )
         return deleted > 0
 
@@ -596,7 +599,12 @@ class SqlStore(PushDelivery):
     ) -> list[Notification]:
         """The instance's notifications with this status, oldest (lowest receipt id) first."""
         params = {"instance_id": instance_id, "status": status.value, "limit": limit}
-        return await self._fetch(_LIST_NOTIFICATIONS, _rows.notification_from_row, params)
+        return await self._reader.run(
+            lambda conn: [
+                _rows.notification_from_values(row)
+                for row in _LIST_NOTIFICATIONS.rows(conn, params)
+            ]
+        )
 
     async def replay_dead(self, instance_id: int, receipt_ids: Sequence[int] | None = None) -> int:
         """Queue dead notifications again at the tail, in their old order, under new receipt ids;
