@@ -67,7 +67,6 @@ class _SqliteStatement:
             process = bind.type.bind_processor(dialect)
             fallback = _REQUIRED if bind.required else defaults.get(name)
             self._params.append((name, fallback, process, bind.expanding))
-        self._expanding = any(expanding for _, _, _, expanding in self._params)
         columns = getattr(statement, "exported_columns", ())
         processors = [column.type.result_processor(dialect, None) for column in columns]
         self._result_processors = processors if any(processors) else None

@@ -42,9 +42,14 @@ _ADD_NOTIFICATIONS_ORDERED = insert(notifications).returning(
     notifications.c.receipt_id, sort_by_parameter_order=True
 )
 # SQLite: which of the given jobs exist, as one text value ("1,2,5"), then their deletion.
-# Written as SQL: SQLAlchemy renders an expanding IN anew at every execution.
-_EXISTING_JOBS_SQL = "SELECT group_concat(id) FROM avatar_jobs WHERE id IN ({marks})"
-_DELETE_JOBS_SQL = "DELETE FROM avatar_jobs WHERE id IN ({marks})"
+_EXISTING_JOBS = Prepared(
+    select(func.group_concat(avatar_jobs.c.id)).where(
+        avatar_jobs.c.id.in_(bindparam("job_ids", expanding=True))
+    )
+)
+_DELETE_JOBS_QUIETLY = Prepared(
+    delete(avatar_jobs).where(avatar_jobs.c.id.in_(bindparam("job_ids", expanding=True)))
+)
 
 
 def now_utc() -> datetime:
@@ -104,12 +109,11 @@ def _delete_existing_jobs(conn: Connection, job_ids: list[int], *, postgres: boo
     """Delete the jobs; the ids of those that were there."""
     if postgres:
         return set(conn.execute(_DELETE_JOBS, {"job_ids": job_ids}).scalars())
-    marks = ", ".join("?" * len(job_ids))
-    params = tuple(job_ids)
-    found = conn.exec_driver_sql(_EXISTING_JOBS_SQL.format(marks=marks), params).scalar()
+    params = {"job_ids": job_ids}
+    [(found,)] = _EXISTING_JOBS.rows(conn, params)
     if not found:
         return set()
-    conn.exec_driver_sql(_DELETE_JOBS_SQL.format(marks=marks), params)
+    _DELETE_JOBS_QUIETLY.rowcount(conn, params)
     return {int(text) for text in str(found).split(",")}
 
 
