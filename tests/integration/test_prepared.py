@@ -105,8 +105,9 @@ async def test_a_driver_error_is_handled_as_sqlalchemys(sqlite_store: SqlStore) 
             )
         )
         with pytest.raises(WagateError) as raised:  # no such instance: the foreign key holds
-            await writer.run(lambda conn: orphan.rowcount(conn, {"instance": 42}))
+            await writer.run(lambda conn: orphan.rowcount(conn, {"instance": 4242424}))
         assert isinstance(raised.value.__cause__, IntegrityError)
+        assert "4242424" not in str(raised.value.__cause__)  # parameters stay out of messages
         assert await sqlite_store.count_avatar_jobs() == 0
     finally:
         await sqlite_store.aclose()

@@ -110,4 +110,7 @@ class _SqliteStatement:
         try:
             return driver.execute(sql, values)
         except sqlite3.Error as exc:
-            raise DBAPIError.instance(sql, values, exc, sqlite3.Error) from exc
+            # Parameters stay out of the message, as with the engines' `hide_parameters`.
+            raise DBAPIError.instance(
+                sql, values, exc, sqlite3.Error, hide_parameters=True
+            ) from exc
