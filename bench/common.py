@@ -134,6 +134,7 @@ class Server:
         database_url: str = "",
         env: Mapping[str, str] | None = None,
         migrate: bool = True,
+        command: Sequence[str] = (),
     ) -> None:
         self.data_dir = work_dir / f"{name}-data"
         self.data_dir.mkdir(parents=True, exist_ok=True)
@@ -151,6 +152,8 @@ class Server:
         )
         self.env.update(env or {})
         self.migrate = migrate
+        # What runs `wagate`: the console script, or e.g. `diag_server.py` (bench/costs.py).
+        self.command = list(command) or [wagate_executable()]
         self.process: subprocess.Popen[bytes] | None = None
 
     @property
@@ -159,7 +162,7 @@ class Server:
         return self.process.pid
 
     def start(self, timeout_s: float = 60) -> Server:
-        argv = [wagate_executable(), "serve", "--no-demo", "--port", str(self.port)]
+        argv = [*self.command, "serve", "--no-demo", "--port", str(self.port)]
         argv += ["--data-dir", str(self.data_dir)]
         if not self.migrate:
             argv.append("--no-migrate")

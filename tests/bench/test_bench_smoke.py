@@ -1,4 +1,5 @@
-"""Every benchmark script's `--smoke` mode runs to completion and prints its figures.
+"""Every benchmark script's `--smoke` mode (and the profiling aid `costs.py`'s) runs to
+completion and prints its figures.
 
 The scripts run as subprocesses, exactly as `make bench` runs them; targets are not judged here
 (they live in the benchmarks, not the tests), and docs/benchmarks.md is never written.
@@ -29,6 +30,8 @@ SCRIPTS = [
     ("P4", "p4_polling.py"),
     ("P5", "p5_scale.py"),
     ("P6", "p6_two_nodes.py"),
+    # Not a benchmark but a profiling aid (bench/costs.py); smoke-run so that it never rots.
+    ("COSTS", "costs.py"),
 ]
 
 pytestmark = pytest.mark.slow

@@ -1,0 +1,198 @@
+"""Costs: where a request's CPU goes. A profiling aid, not a benchmark: no targets, and not part
+of `make bench` or the results table (the server runs with `diag_server.py`'s hooks).
+
+Saturated (wrk -t1 -c32 on one instance, as in P1), server CPU per request of:
+  - `POST /ping`;
+  - getAvatarAsync with the avatar worker held back: the acknowledgement alone (its rate
+    against `/ping`'s is what P1's ratio would be if jobs cost nothing);
+  - an avatar job, while the worker drains the backlog those acknowledgements left.
+Moderate (`loadgen.py openloop` at `--rate` over `--instances` push-mode instances, each
+notification pushed to `receiver.py`, as in P2): server CPU per request end to end, and per
+store operation (one transaction in the store thread) its count and thread CPU.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import time
+from pathlib import Path
+from typing import Any
+
+from common import (
+    BENCH_DIR,
+    CHAT_ID,
+    PYTHON,
+    Figure,
+    Receiver,
+    Report,
+    Server,
+    WrkSettings,
+    arg_parser,
+    cpu_seconds,
+    post_script,
+    require_wrk,
+    run_helper,
+    run_wrk,
+    sqlite_scalar,
+    wait_until,
+    work_dir,
+)
+
+DIAG_SERVER = [PYTHON, str(BENCH_DIR / "diag_server.py")]
+
+
+def cpu_per_request_us(
+    server: Server, url: str, settings: WrkSettings, script: Path
+) -> tuple[float, float]:
+    """Server CPU per request (µs) and the rate (req/s) of one wrk run."""
+    before = cpu_seconds(server.pid)
+    result = run_wrk(url, settings, script)
+    return 1e6 * (cpu_seconds(server.pid) - before) / max(result.requests, 1), result.ok_rps
+
+
+def saturated(report: Report, repeats: int, seconds: int, tmp: Path) -> None:
+    pings, ping_rates, acks, ack_rates, jobs = [], [], [], [], []
+    for run in range(repeats):
+        # A fresh server each run: its worker stays held back until the gate file exists.
+        gate = tmp / f"worker-gate-{run}"
+        env = {"DIAG_WORKER_GATE": str(gate)}
+        server = Server(tmp, f"saturated-{run}", env=env, command=DIAG_SERVER).start()
+        try:
+            instance = server.create_instance()
+            script = post_script(tmp / "post.lua", {"chatId": CHAT_ID})
+            ping_url = f"{server.url}/ping"
+            async_url = server.url + instance.path("getAvatarAsync")
+            settings = WrkSettings(1, 32, seconds)
+            run_wrk(ping_url, WrkSettings(1, 32, 1), script)  # warm-up
+            cpu, rate = cpu_per_request_us(server, ping_url, settings, script)
+            pings.append(cpu)
+            ping_rates.append(rate)
+            cpu, rate = cpu_per_request_us(server, async_url, settings, script)
+            acks.append(cpu)
+            ack_rates.append(rate)
+            backlog = sqlite_scalar(server, "SELECT count(*) FROM avatar_jobs")
+            before = cpu_seconds(server.pid)
+            gate.touch()
+            drained = wait_until(
+                lambda s=server: sqlite_scalar(s, "SELECT count(*) FROM avatar_jobs") == 0,
+                300,
+                0.05,
+            )
+            if not drained:
+                raise SystemExit("the avatar worker did not drain its backlog")
+            jobs.append(1e6 * (cpu_seconds(server.pid) - before) / max(backlog, 1))
+            report.note(f"run {run + 1}: a backlog of {backlog:,} jobs drained")
+        finally:
+            server.stop()
+    report.add(Figure("costs.ping", "server CPU per POST /ping (wrk)", "us", pings))
+    report.add(
+        Figure(
+            "costs.ack",
+            "server CPU per getAvatarAsync acknowledgement, worker held back (wrk)",
+            "us",
+            acks,
+            "POST /ping us",
+            pings,
+        )
+    )
+    report.add(
+        Figure(
+            "costs.ack_rate",
+            "getAvatarAsync acknowledgements/s, worker held back",
+            "req/s",
+            ack_rates,
+            "POST /ping req/s",
+            ping_rates,
+        )
+    )
+    report.add(Figure("costs.job", "server CPU per avatar job, draining a backlog", "us", jobs))
+
+
+def moderate(report: Report, rate: float, instances: int, seconds: float, tmp: Path) -> None:
+    stats = tmp / "opstats.json"
+    receiver = Receiver()
+    server = Server(tmp, "moderate", env={"DIAG_OPSTATS": str(stats)}, command=DIAG_SERVER)
+    server.start()
+    try:
+        pushed = [server.create_instance() for _ in range(instances)]
+        for instance in pushed:
+            server.call(instance, "setSettings", "POST", {"webhookUrl": receiver.url + "/hook"})
+        listed = tmp / "instances.json"
+        listed.write_text(json.dumps([[i.id, i.token] for i in pushed]))
+        count = max(20, int(rate * seconds))
+        before_ops = read_opstats(server, stats)
+        before, began = cpu_seconds(server.pid), time.monotonic()
+        sent = run_helper(
+            "loadgen.py",
+            "openloop",
+            "--port",
+            str(server.port),
+            "--instances",
+            str(listed),
+            "--rate",
+            f"{rate:.3f}",
+            "--count",
+            str(count),
+            "--out",
+            str(tmp / "sent.json"),
+        )
+        assert receiver.wait_for(count, timeout_s=60 + count / 50), "not every webhook arrived"
+        cpu = cpu_seconds(server.pid) - before
+        busy = cpu / (time.monotonic() - began)
+        after_ops = read_opstats(server, stats)
+    finally:
+        server.stop()
+        receiver.stop()
+    report.add(
+        Figure(
+            "costs.e2e",
+            f"server CPU per request end to end at {rate:,.0f} req/s",
+            "us",
+            [1e6 * cpu / count],
+        )
+    )
+    report.note(
+        f"{count:,} requests at {rate:,.0f}/s over {instances} push-mode instances: server at "
+        f"{busy:.0%} of a core until the last webhook; acknowledgement p99 "
+        f"{sent['ack_ms']['p99']:.1f} ms"
+    )
+    rows = []
+    for name, (ops, op_cpu, _wall) in after_ops.items():
+        done_before, cpu_before, _ = before_ops.get(name, (0, 0.0, 0.0))
+        if ops > done_before:
+            rows.append((op_cpu - cpu_before, name, int(ops - done_before)))
+    for spent, name, ops in sorted(rows, reverse=True):
+        report.note(
+            f"store operation {name}: {ops:,} runs, {1e6 * spent / ops:,.0f} us CPU each, "
+            f"{1e6 * spent / count:,.1f} us per request"
+        )
+
+
+def read_opstats(server: Server, path: Path) -> dict[str, Any]:
+    """The server's store-operation totals, as of now (it writes them on SIGUSR1)."""
+    path.unlink(missing_ok=True)
+    os.kill(server.pid, signal.SIGUSR1)
+    if not wait_until(path.exists, 10, 0.02):
+        raise SystemExit("the diagnostic server did not write its store-operation totals")
+    totals: dict[str, Any] = json.loads(path.read_text())
+    return totals
+
+
+def main() -> None:
+    parser = arg_parser(__doc__)
+    parser.add_argument("--rate", type=float, default=2000, help="moderate part: requests/s")
+    parser.add_argument("--instances", type=int, default=10, help="moderate part: instances")
+    args = parser.parse_args()
+    require_wrk()
+    smoke = args.smoke
+    report = Report("COSTS", "server CPU per request and per store operation", smoke)
+    with work_dir(args.keep) as tmp:
+        saturated(report, 1 if smoke else args.repeats, 1 if smoke else 4, tmp)
+        moderate(report, 200 if smoke else args.rate, args.instances, 1 if smoke else 6, tmp)
+    report.finish(args.json)
+
+
+if __name__ == "__main__":
+    main()
