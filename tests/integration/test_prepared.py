@@ -66,6 +66,18 @@ async def test_rows_are_what_execute_returns(store: SqlStore) -> None:
     assert await reader.run(lambda conn: Prepared(_JOBS_OF).rows(conn, later)) == []
 
 
+async def test_mappings_are_rows_by_column_key(store: SqlStore) -> None:
+    ids = await add_jobs(store, 2)
+    params = {"ids": ids, "since": CREATED}
+    _, reader = store.engines
+    prepared = await reader.run(lambda conn: Prepared(_JOBS_OF).mappings(conn, params))
+    executed = await reader.run(
+        lambda conn: [dict(row) for row in conn.execute(_JOBS_OF, params).mappings()]
+    )
+    assert [dict(row) for row in prepared] == executed
+    assert [row["chat_id"] for row in prepared] == ["79000000000@c.us", "79000000001@c.us"]
+
+
 async def test_rowcount_counts_what_was_deleted(store: SqlStore) -> None:
     ids = await add_jobs(store, 3)
     writer, _ = store.engines

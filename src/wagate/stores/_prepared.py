@@ -25,8 +25,9 @@ Statement = Select[Any] | Update | Delete
 
 
 class Prepared:
-    """One statement; `rows` for one that returns rows, `rowcount` for DML without RETURNING.
-    Expanding parameters (`bindparam(..., expanding=True)`) take a non-empty sequence."""
+    """One statement; `rows` (tuples) or `mappings` (by column key) for one that returns rows,
+    `rowcount` for DML without RETURNING. Expanding parameters (`bindparam(...,
+    expanding=True)`) take a non-empty sequence."""
 
     def __init__(self, statement: Statement) -> None:
         self._statement = statement
@@ -36,6 +37,13 @@ class Prepared:
         if conn.dialect.name != "sqlite":
             return [tuple(row) for row in conn.execute(self._statement, params)]
         return self._compiled(conn.dialect).rows(conn, params)
+
+    def mappings(self, conn: Connection, params: Mapping[str, Any]) -> list[Mapping[Any, Any]]:
+        if conn.dialect.name != "sqlite":
+            return list(conn.execute(self._statement, params).mappings())
+        compiled = self._compiled(conn.dialect)
+        keys = compiled.keys
+        return [dict(zip(keys, row, strict=True)) for row in compiled.rows(conn, params)]
 
     def rowcount(self, conn: Connection, params: Mapping[str, Any]) -> int:
         if conn.dialect.name != "sqlite":
@@ -67,7 +75,8 @@ class _SqliteStatement:
             process = bind.type.bind_processor(dialect)
             fallback = _REQUIRED if bind.required else defaults.get(name)
             self._params.append((name, fallback, process, bind.expanding))
-        columns = getattr(statement, "exported_columns", ())
+        columns = list(getattr(statement, "exported_columns", ()))
+        self.keys = [column.key for column in columns]
         processors = [column.type.result_processor(dialect, None) for column in columns]
         self._result_processors = processors if any(processors) else None
 

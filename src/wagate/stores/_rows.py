@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
-
-from sqlalchemy import RowMapping
 
 from wagate.core.model import (
     FaultKind,
@@ -22,6 +20,9 @@ from wagate.core.model import (
 )
 from wagate.stores.schema import notifications
 from wagate.wire.json_text import dumps_text
+
+# A row by column name: SQLAlchemy's RowMapping, or a dict from `Prepared.mappings`.
+Row = Mapping[Any, Any]
 
 dump_json = dumps_text
 
@@ -71,7 +72,7 @@ def push_mode(settings: InstanceSettings) -> bool:
     return settings.webhook_url != ""
 
 
-def instance_from_row(row: RowMapping) -> Instance:
+def instance_from_row(row: Row) -> Instance:
     return Instance(
         id=row["id"],
         api_token=row["api_token"],
@@ -96,7 +97,7 @@ def account_values(account: SandboxAccount) -> dict[str, Any]:
     }
 
 
-def account_from_row(row: RowMapping) -> SandboxAccount:
+def account_from_row(row: Row) -> SandboxAccount:
     return SandboxAccount(
         phone=row["phone"],
         name=row["name"],
@@ -117,7 +118,7 @@ def group_values(group: SandboxGroup) -> dict[str, Any]:
     }
 
 
-def group_from_row(row: RowMapping) -> SandboxGroup:
+def group_from_row(row: Row) -> SandboxGroup:
     return SandboxGroup(
         chat_id=row["chat_id"],
         subject=row["subject"],
@@ -126,7 +127,7 @@ def group_from_row(row: RowMapping) -> SandboxGroup:
     )
 
 
-def fault_from_row(row: RowMapping) -> SandboxFault:
+def fault_from_row(row: Row) -> SandboxFault:
     return SandboxFault(chat_id=row["chat_id"], kind=FaultKind(row["kind"]))
 
 

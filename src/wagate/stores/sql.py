@@ -16,7 +16,6 @@ from typing import Any, NamedTuple, TypeVar
 import anyio
 from sqlalchemy import (
     Connection,
-    RowMapping,
     Select,
     bindparam,
     column,
@@ -77,17 +76,17 @@ _GET_SANDBOX_ACCOUNT_BY_LID = select(sandbox_accounts).where(
 )
 _GET_SANDBOX_GROUP = select(sandbox_groups).where(sandbox_groups.c.chat_id == bindparam("key"))
 _GET_SANDBOX_FAULT = select(sandbox_faults).where(sandbox_faults.c.chat_id == bindparam("key"))
-_SANDBOX_FAULTS_OF = select(sandbox_faults).where(
-    sandbox_faults.c.chat_id.in_(bindparam("keys", expanding=True))
+_SANDBOX_FAULTS_OF = Prepared(
+    select(sandbox_faults).where(sandbox_faults.c.chat_id.in_(bindparam("keys", expanding=True)))
 )
-_SANDBOX_ACCOUNTS_OF = select(sandbox_accounts).where(
-    sandbox_accounts.c.phone.in_(bindparam("keys", expanding=True))
+_SANDBOX_ACCOUNTS_OF = Prepared(
+    select(sandbox_accounts).where(sandbox_accounts.c.phone.in_(bindparam("keys", expanding=True)))
 )
-_SANDBOX_ACCOUNTS_BY_LID_OF = select(sandbox_accounts).where(
-    sandbox_accounts.c.lid.in_(bindparam("keys", expanding=True))
+_SANDBOX_ACCOUNTS_BY_LID_OF = Prepared(
+    select(sandbox_accounts).where(sandbox_accounts.c.lid.in_(bindparam("keys", expanding=True)))
 )
-_SANDBOX_GROUPS_OF = select(sandbox_groups).where(
-    sandbox_groups.c.chat_id.in_(bindparam("keys", expanding=True))
+_SANDBOX_GROUPS_OF = Prepared(
+    select(sandbox_groups).where(sandbox_groups.c.chat_id.in_(bindparam("keys", expanding=True)))
 )
 _LIST_NOTIFICATIONS = Prepared(
     select(*_rows.NOTIFICATION_COLUMNS)
@@ -282,7 +281,7 @@ class SqlStore(PushDelivery):
     async def _fetch(
         self,
         query: Select[Any],
-        convert: Callable[[RowMapping], T],
+        convert: Callable[[_rows.Row], T],
         params: Mapping[str, Any] | None = None,
     ) -> list[T]:
         return await self._reader.run(
@@ -292,7 +291,7 @@ class SqlStore(PushDelivery):
     async def _fetch_one(
         self,
         query: Select[Any],
-        convert: Callable[[RowMapping], T],
+        convert: Callable[[_rows.Row], T],
         params: Mapping[str, Any] | None = None,
     ) -> T | None:
         found = await self._fetch(query, convert, params)
@@ -392,10 +391,10 @@ class SqlStore(PushDelivery):
         groups = sorted({str(chat) for chat in chats if chat.kind is ChatKind.GROUP})
 
         def read(conn: Connection) -> SandboxRows:
-            def rows(query: Select[Any], keys: list[str]) -> list[RowMapping]:
+            def rows(query: Prepared, keys: list[str]) -> list[_rows.Row]:
                 if not keys:
                     return []
-                return list(conn.execute(query, {"keys": keys}).mappings())
+                return query.mappings(conn, {"keys": keys})
 
             by_phone = [_rows.account_from_row(r) for r in rows(_SANDBOX_ACCOUNTS_OF, phones)]
             by_lid = [_rows.account_from_row(r) for r in rows(_SANDBOX_ACCOUNTS_BY_LID_OF, lids)]
