@@ -2,8 +2,8 @@
 
 SQLAlchemy's execution path (an execution context, parameter and result processing, result
 wrappers) costs ~20 µs per statement in a tight loop, and ~40 µs in the server, where it runs
-between thread hand-offs with cold caches; sqlite3 runs the statements below in ~5 µs. Measured
-under push load, that path was most of the store thread's time for a lane's queue read.
+between thread hand-offs with cold caches; sqlite3 runs a typical hot statement in ~5 µs.
+Measured under push load, that path was most of the store thread's time for a lane's queue read.
 
 A statement is still written once, in Core, for both dialects: on PostgreSQL `Prepared` hands it
 to `Connection.execute`. On SQLite it is compiled on first use; its parameters get the same

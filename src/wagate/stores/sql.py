@@ -3,6 +3,8 @@
 Statements are dialect-neutral Core with two exceptions, both branched on inside the store:
 claiming avatar jobs and push lanes takes row locks on PostgreSQL (SQLite relies on its single
 BEGIN IMMEDIATE writer), and upserts use each dialect's own `INSERT … ON CONFLICT` construct.
+On SQLite the frequent statements run on the bare driver (`_prepared.Prepared`), still written
+once in Core.
 The push-delivery methods live in `push.py` (`PushDelivery`).
 """
 
