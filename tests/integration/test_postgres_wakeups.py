@@ -86,6 +86,17 @@ async def test_notification_on_one_node_wakes_push_on_another(
 
 
 @pytest.mark.postgres
+async def test_a_polling_instances_notification_wakes_long_polls_not_push_elsewhere(
+    node_a: PostgresWakeUps, node_b: PostgresWakeUps
+) -> None:
+    push = await started(node_b.wait_push(timeout_s=1.0))
+    poll = await started(node_b.wait_notification(5, timeout_s=LONG_TIMEOUT_S))
+    await node_a.notification_added(5, pushed=False)
+    assert await poll < PROMPT_S
+    assert await push >= 0.9  # ended by its own timeout only
+
+
+@pytest.mark.postgres
 async def test_a_notification_wakes_only_its_instance(
     node_a: PostgresWakeUps, node_b: PostgresWakeUps
 ) -> None:

@@ -58,6 +58,20 @@ async def test_waiters_with_and_without_marks_share_a_wake_up() -> None:
     assert await plain < PROMPT_S
 
 
+async def test_a_polling_instances_notification_wakes_long_polls_not_the_dispatcher() -> None:
+    wakeups = LocalWakeUps()
+    poll = asyncio.create_task(timed(wakeups.wait_notification(5, LONG_TIMEOUT_S)))
+    push = asyncio.create_task(timed(wakeups.wait_push(0.3)))
+    await asyncio.sleep(0)  # both are waiting
+    await wakeups.notification_added(5, pushed=False)
+    assert await poll < PROMPT_S
+    assert await push >= 0.25  # ended by its own timeout only
+    push = asyncio.create_task(timed(wakeups.wait_push(LONG_TIMEOUT_S)))
+    await asyncio.sleep(0)
+    await wakeups.notification_added(5)
+    assert await push < PROMPT_S
+
+
 @pytest.mark.parametrize("wait", ["push", "job", "notification"])
 async def test_a_wait_cancelled_as_its_wake_up_fires_ends_cancelled(wait: str) -> None:
     # On Python 3.11 asyncio.wait_for returned normally here and the cancellation was lost: the

@@ -62,6 +62,11 @@ class InstanceSettings:
     country_instance: str = ""
     flags: Mapping[str, bool] = field(default_factory=dict)
 
+    @property
+    def push_mode(self) -> bool:
+        """Notifications are pushed to the webhook URL, not left for polling."""
+        return self.webhook_url != ""
+
     def with_changes(self, changes: Mapping[str, Any]) -> InstanceSettings:
         """Return a copy with the given snake_case fields or `flags` entries replaced."""
         values: dict[str, Any] = {

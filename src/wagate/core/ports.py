@@ -290,7 +290,11 @@ class WakeUps(Protocol):
     wake-up costs latency, never data.
     """
 
-    async def notification_added(self, instance_id: int) -> None: ...
+    async def notification_added(self, instance_id: int, *, pushed: bool = True) -> None:
+        """Wake the instance's long polls, and the push dispatcher unless `pushed` is False
+        (the caller knows the instance polls: waking the dispatcher would only cost it a lane
+        claim that finds nothing)."""
+        ...
 
     def notification_mark(self, instance_id: int) -> object:
         """A mark for `wait_notification(..., since=mark)`. Taken before reading the queue, it

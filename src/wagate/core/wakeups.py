@@ -20,8 +20,9 @@ class LocalWakeUps:
         self._job_event = asyncio.Event()
         self._push_event = asyncio.Event()
 
-    async def notification_added(self, instance_id: int) -> None:
-        self._push_event.set()
+    async def notification_added(self, instance_id: int, *, pushed: bool = True) -> None:
+        if pushed:
+            self._push_event.set()
         event = self._notification_events.pop(instance_id, None)
         if event is not None:
             event.set()

@@ -69,7 +69,7 @@ def instance_values(instance: Instance) -> dict[str, Any]:
 
 def push_mode(settings: InstanceSettings) -> bool:
     """The `instances.push_mode` column: notifications are pushed, not polled."""
-    return settings.webhook_url != ""
+    return settings.push_mode
 
 
 def instance_from_row(row: Row) -> Instance:

@@ -5,10 +5,12 @@ that every other object listening on the same database forwards to its waiters. 
 hints: a NOTIFY that fails is logged and dropped, and a listener that lost its connection wakes
 all its waiters once it listens again, so they re-read the store for whatever they missed.
 
-Payloads are `<origin>:n:<instance_id>` (a notification was added) and `<origin>:j` (a job was
-added); `origin` is random per object, so a listener skips its own NOTIFYs, whose waiters were
-woken already. The channel carries a version: two releases sharing a database during a rolling
-upgrade each hear only payloads they understand.
+Payloads are `<origin>:n:<instance_id>` (a notification was added), `<origin>:q:<instance_id>`
+(one was added for an instance known to poll: long polls wake, push dispatchers need not) and
+`<origin>:j` (a job was added); `origin` is random per object, so a listener skips its own
+NOTIFYs, whose waiters were woken already. The channel carries a version: two releases sharing
+a database during a rolling upgrade each hear only payloads they understand (a release before
+`q` ignores it, and its long polls then see such notifications at their poll interval).
 """
 
 from __future__ import annotations
@@ -123,9 +125,9 @@ class PostgresWakeUps:
 
     # -- the WakeUps port --------------------------------------------------------------------
 
-    async def notification_added(self, instance_id: int) -> None:
-        await self._local.notification_added(instance_id)
-        await self._notify(f"{self._origin}:n:{instance_id}")
+    async def notification_added(self, instance_id: int, *, pushed: bool = True) -> None:
+        await self._local.notification_added(instance_id, pushed=pushed)
+        await self._notify(f"{self._origin}:{'n' if pushed else 'q'}:{instance_id}")
 
     async def job_added(self) -> None:
         await self._local.job_added()
@@ -241,8 +243,8 @@ class PostgresWakeUps:
         kind, _, argument = event.partition(":")
         if kind == "j":
             await self._local.job_added()
-        elif kind == "n" and argument.isdigit():
-            await self._local.notification_added(int(argument))
+        elif kind in ("n", "q") and argument.isdigit():
+            await self._local.notification_added(int(argument), pushed=kind == "n")
         else:
             logger.debug("ignoring wake-up payload %r", payload)
 

@@ -132,7 +132,10 @@ class AvatarJobWorker:
             if gone:
                 logger.info("avatar jobs already completed elsewhere", extra={"jobs": gone})
             if len(gone) < len(jobs):
-                await self._wakeups.notification_added(instance_id)
+                # From the instance cache: a webhook URL set elsewhere within its TTL is pushed
+                # at the dispatcher's next poll instead of at once.
+                pushed = instance.settings.push_mode
+                await self._wakeups.notification_added(instance_id, pushed=pushed)
             return next_jobs
         except Exception:
             # The claim lapses and the jobs run again: a failure here delays, never loses.
