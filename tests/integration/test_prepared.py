@@ -107,6 +107,20 @@ async def test_misuse_is_refused_before_the_driver_sees_it(sqlite_store: SqlStor
         await sqlite_store.aclose()
 
 
+async def test_a_parameter_rendered_at_execution_is_refused(sqlite_store: SqlStore) -> None:
+    try:
+        _, reader = sqlite_store.engines
+        rendered = Prepared(
+            select(avatar_jobs.c.id).where(
+                avatar_jobs.c.id == bindparam("id", literal_execute=True)
+            )
+        )
+        with pytest.raises(ValueError, match="rendered at execution"):
+            await reader.run(lambda conn: rendered.rows(conn, {"id": 1}))
+    finally:
+        await sqlite_store.aclose()
+
+
 async def test_a_driver_error_is_handled_as_sqlalchemys(sqlite_store: SqlStore) -> None:
     """The runner turns SQLAlchemy's errors (not the driver's) into `WagateError`."""
     try:

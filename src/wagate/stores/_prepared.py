@@ -75,6 +75,9 @@ class _SqliteStatement:
             process = bind.type.bind_processor(dialect)
             fallback = _REQUIRED if bind.required else defaults.get(name)
             self._params.append((name, fallback, process, bind.expanding))
+            if not bind.expanding and f"__[POSTCOMPILE_{name}]" in self._sql:
+                # Rendered into the SQL at execution (literal_execute): not supported here.
+                raise ValueError(f"parameter {name!r} must be rendered at execution")
         columns = list(getattr(statement, "exported_columns", ()))
         self.keys = [column.key for column in columns]
         processors = [column.type.result_processor(dialect, None) for column in columns]
