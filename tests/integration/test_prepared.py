@@ -4,6 +4,7 @@ PostgreSQL; misuse and driver errors are reported, not silently run."""
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -88,52 +89,42 @@ async def test_rowcount_counts_what_was_deleted(store: SqlStore) -> None:
 
 
 @pytest.fixture
-async def sqlite_store(tmp_path: Path) -> SqlStore:
+async def sqlite_store(tmp_path: Path) -> AsyncIterator[SqlStore]:
     url = f"sqlite:///{tmp_path / 'wagate.sqlite3'}"
     migrate(url)
-    return await open_store(url)
+    async with open_store(url) as store:
+        yield store
 
 
 async def test_misuse_is_refused_before_the_driver_sees_it(sqlite_store: SqlStore) -> None:
-    try:
-        ids = await add_jobs(sqlite_store, 1)
-        _, reader = sqlite_store.engines
-        statement = Prepared(_JOBS_OF)
-        with pytest.raises(KeyError, match="since"):
-            await reader.run(lambda conn: statement.rows(conn, {"ids": ids}))
-        with pytest.raises(ValueError, match="ids"):
-            await reader.run(lambda conn: statement.rows(conn, {"ids": [], "since": CREATED}))
-    finally:
-        await sqlite_store.aclose()
+    ids = await add_jobs(sqlite_store, 1)
+    _, reader = sqlite_store.engines
+    statement = Prepared(_JOBS_OF)
+    with pytest.raises(KeyError, match="since"):
+        await reader.run(lambda conn: statement.rows(conn, {"ids": ids}))
+    with pytest.raises(ValueError, match="ids"):
+        await reader.run(lambda conn: statement.rows(conn, {"ids": [], "since": CREATED}))
 
 
 async def test_a_parameter_rendered_at_execution_is_refused(sqlite_store: SqlStore) -> None:
-    try:
-        _, reader = sqlite_store.engines
-        rendered = Prepared(
-            select(avatar_jobs.c.id).where(
-                avatar_jobs.c.id == bindparam("id", literal_execute=True)
-            )
-        )
-        with pytest.raises(ValueError, match="rendered at execution"):
-            await reader.run(lambda conn: rendered.rows(conn, {"id": 1}))
-    finally:
-        await sqlite_store.aclose()
+    _, reader = sqlite_store.engines
+    rendered = Prepared(
+        select(avatar_jobs.c.id).where(avatar_jobs.c.id == bindparam("id", literal_execute=True))
+    )
+    with pytest.raises(ValueError, match="rendered at execution"):
+        await reader.run(lambda conn: rendered.rows(conn, {"id": 1}))
 
 
 async def test_a_driver_error_is_handled_as_sqlalchemys(sqlite_store: SqlStore) -> None:
     """The runner turns SQLAlchemy's errors (not the driver's) into `WagateError`."""
-    try:
-        writer, _ = sqlite_store.engines
-        orphan = Prepared(
-            insert(avatar_jobs).values(
-                instance_id=bindparam("instance"), chat_id="x@c.us", created_at=CREATED
-            )
+    writer, _ = sqlite_store.engines
+    orphan = Prepared(
+        insert(avatar_jobs).values(
+            instance_id=bindparam("instance"), chat_id="x@c.us", created_at=CREATED
         )
-        with pytest.raises(WagateError) as raised:  # no such instance: the foreign key holds
-            await writer.run(lambda conn: orphan.rowcount(conn, {"instance": 4242424}))
-        assert isinstance(raised.value.__cause__, IntegrityError)
-        assert "4242424" not in str(raised.value.__cause__)  # parameters stay out of messages
-        assert await sqlite_store.count_avatar_jobs() == 0
-    finally:
-        await sqlite_store.aclose()
+    )
+    with pytest.raises(WagateError) as raised:  # no such instance: the foreign key holds
+        await writer.run(lambda conn: orphan.rowcount(conn, {"instance": 4242424}))
+    assert isinstance(raised.value.__cause__, IntegrityError)
+    assert "4242424" not in str(raised.value.__cause__)  # parameters stay out of messages
+    assert await sqlite_store.count_avatar_jobs() == 0

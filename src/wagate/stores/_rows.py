@@ -24,11 +24,9 @@ from wagate.wire.json_text import dumps_text
 # A row by column name: SQLAlchemy's RowMapping, or a dict from `Prepared.mappings`.
 Row = Mapping[Any, Any]
 
-dump_json = dumps_text
-
 
 def settings_to_json(settings: InstanceSettings) -> str:
-    return dump_json(
+    return dumps_text(
         {
             "webhook_url": settings.webhook_url,
             "webhook_url_token": settings.webhook_url_token,
@@ -63,13 +61,8 @@ def instance_values(instance: Instance) -> dict[str, Any]:
         "webhook_signing_secret": instance.webhook_signing_secret,
         "settings": settings_to_json(instance.settings),
         "created_at": instance.created_at,
-        "push_mode": push_mode(instance.settings),
+        "push_mode": instance.settings.push_mode,
     }
-
-
-def push_mode(settings: InstanceSettings) -> bool:
-    """The `instances.push_mode` column: notifications are pushed, not polled."""
-    return settings.push_mode
 
 
 def instance_from_row(row: Row) -> Instance:
@@ -92,7 +85,7 @@ def account_values(account: SandboxAccount) -> dict[str, Any]:
         "on_whatsapp": account.on_whatsapp,
         "avatar_digest": account.avatar_digest,
         "avatar_privacy": account.avatar_privacy.value,
-        "contacts": dump_json(list(account.contacts)),
+        "contacts": dumps_text(list(account.contacts)),
         "lid": account.lid,
     }
 
@@ -114,7 +107,7 @@ def group_values(group: SandboxGroup) -> dict[str, Any]:
         "chat_id": group.chat_id,
         "subject": group.subject,
         "avatar_digest": group.avatar_digest,
-        "participants": dump_json(list(group.participants)),
+        "participants": dumps_text(list(group.participants)),
     }
 
 

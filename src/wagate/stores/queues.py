@@ -23,9 +23,9 @@ from sqlalchemy import (
 )
 
 from wagate.core.model import AvatarJob, Notification, NotificationStatus
-from wagate.stores import _rows
 from wagate.stores._prepared import Prepared
 from wagate.stores.schema import UtcDateTime, avatar_jobs, instances, notifications
+from wagate.wire.json_text import dumps_text
 
 QUEUED = NotificationStatus.QUEUED.value
 DEAD = NotificationStatus.DEAD.value
@@ -254,7 +254,7 @@ def complete_jobs(
     # 128 random bits each (a uuid4 has 122), from one call for the whole batch.
     random_hex = os.urandom(16 * len(kept)).hex()
     webhook_ids = [f"msg_{random_hex[32 * i : 32 * i + 32]}" for i in range(len(kept))]
-    bodies = [_rows.dump_json(dict(completions[position][1])) for position in kept]
+    bodies = [dumps_text(dict(completions[position][1])) for position in kept]
     rows = [
         {
             "instance_id": completions[position][0].instance_id,

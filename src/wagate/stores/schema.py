@@ -67,12 +67,8 @@ class UtcDateTime(TypeDecorator[datetime]):
             return super().bind_processor(dialect)
 
         def to_text(value: datetime | None) -> str | None:
-            if value is None:
-                return None
-            if value.tzinfo is None:
-                raise ValueError("naive datetime given to the store; use an aware UTC datetime")
-            naive = value.astimezone(UTC).replace(tzinfo=None)
-            return naive.isoformat(" ", timespec="microseconds")
+            naive = self.process_bind_param(value, dialect)
+            return None if naive is None else naive.isoformat(" ", timespec="microseconds")
 
         return to_text
 

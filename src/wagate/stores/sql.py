@@ -337,7 +337,7 @@ class SqlStore(PushDelivery):
             changes["state"] = state.value
         if settings is not None:
             changes["settings"] = _rows.settings_to_json(settings)
-            changes["push_mode"] = _rows.push_mode(settings)
+            changes["push_mode"] = settings.push_mode
         if not changes:
             return await self.get_instance(instance_id)
         statement = (
