@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import hmac
 import secrets
@@ -47,7 +48,10 @@ class InstanceService:
 
     Instances are cached for `cache_ttl_s` because every API call authenticates one. Changes
     made through this service update the cache at once; changes made by another process (the
-    CLI, another node) are seen once the entry expires, so within `cache_ttl_s`.
+    CLI, another node) are seen once the entry expires, so within `cache_ttl_s`. Concurrent
+    finds of an instance that is not cached share one store read: when a busy instance's entry
+    expires, its requests would otherwise each read it, and under load those reads queue
+    behind each other in the store thread (hundreds a second, docs/benchmarks.md).
     """
 
     def __init__(
@@ -60,6 +64,7 @@ class InstanceService:
         self._clock = clock or (lambda: datetime.now(UTC))
         self._cache_ttl_s = cache_ttl_s
         self._cache: dict[int, tuple[Instance, float]] = {}
+        self._loading: dict[int, asyncio.Task[Instance | None]] = {}
 
     async def create(
         self,
@@ -118,14 +123,33 @@ class InstanceService:
         cached = self._cache.get(instance_id)
         if cached is not None and time.monotonic() - cached[1] < self._cache_ttl_s:
             return cached[0]
+        loading = self._loading.get(instance_id)
+        if loading is None or loading.get_loop() is not asyncio.get_running_loop():
+            loading = asyncio.create_task(self._load(instance_id), name=f"instance:{instance_id}")
+            self._loading[instance_id] = loading
+            loading.add_done_callback(lambda task: self._forget_load(instance_id, task))
+        # Shielded: a caller that gives up must not cancel the read the others wait for.
+        return await asyncio.shield(loading)
+
+    async def _load(self, instance_id: int) -> Instance | None:
         instance = await self._store.get_instance(instance_id)
-        if instance is None:
-            self._cache.pop(instance_id, None)
-        else:
-            self._remember(instance)
+        # A change made through this service while the read ran superseded it (and took it out
+        # of `_loading`): the row read here may be older than the one the change cached.
+        if self._loading.get(instance_id) is asyncio.current_task():
+            if instance is None:
+                self._cache.pop(instance_id, None)
+            else:
+                self._remember(instance)
         return instance
 
+    def _forget_load(self, instance_id: int, task: asyncio.Task[Instance | None]) -> None:
+        if self._loading.get(instance_id) is task:
+            del self._loading[instance_id]
+        if not task.cancelled():
+            task.exception()  # retrieved: a failed read whose callers all gave up is not logged
+
     def _remember(self, instance: Instance) -> None:
+        self._loading.pop(instance.id, None)
         if self._cache_ttl_s > 0:
             self._cache[instance.id] = (instance, time.monotonic())
 
@@ -149,6 +173,7 @@ class InstanceService:
 
     async def delete(self, instance_id: int) -> None:
         self._cache.pop(instance_id, None)
+        self._loading.pop(instance_id, None)
         if not await self._store.delete_instance(instance_id):
             raise UnknownInstance(f"instance {instance_id} does not exist")
 
@@ -182,6 +207,7 @@ class InstanceService:
         )
         if updated is None:
             self._cache.pop(instance_id, None)
+            self._loading.pop(instance_id, None)
             raise UnknownInstance(f"instance {instance_id} does not exist")
         self._remember(updated)
         return updated
