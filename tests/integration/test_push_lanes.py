@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from tests.integration.test_store_push import A, add, queue
+from tests.integration.test_store_push import A, B, add, queue
 from wagate.core.instances import InstanceService
 from wagate.core.model import DeliveryAttempt, Notification
 from wagate.core.wakeups import LocalWakeUps
@@ -59,6 +59,7 @@ class CountingClaims:
 
     def __init__(self, store: SqlStore) -> None:
         self._store = store
+        self.claims = 0
         self.lanes_claimed = 0
         self.releases = 0
         self.released = asyncio.Event()
@@ -68,6 +69,7 @@ class CountingClaims:
         return getattr(self._store, name)
 
     async def claim_push_lanes(self, limit: int, lease: timedelta) -> list[int]:
+        self.claims += 1
         lanes = await self._store.claim_push_lanes(limit, lease)
         self.lanes_claimed += len(lanes)
         return lanes
@@ -94,7 +96,9 @@ class Running:
 
 
 @asynccontextmanager
-async def running_dispatcher(store: SqlStore, linger_s: float) -> AsyncIterator[Running]:
+async def running_dispatcher(
+    store: SqlStore, linger_s: float, poll_interval_s: float = 30
+) -> AsyncIterator[Running]:
     """Run a dispatcher over `store` for the block; cancel it and await its end after."""
     running = Running(CountingClaims(store), RecordingSender(), LocalWakeUps())
     dispatcher = PushDispatcher(
@@ -105,7 +109,7 @@ async def running_dispatcher(store: SqlStore, linger_s: float) -> AsyncIterator[
         concurrency=4,
         timeout_s=5,
         max_interval_s=60,
-        poll_interval_s=30,
+        poll_interval_s=poll_interval_s,
         linger_s=linger_s,
     )
     task = asyncio.create_task(dispatcher.run())
@@ -129,6 +133,24 @@ async def test_a_lingering_lane_delivers_what_arrives_without_a_new_claim(
         assert [body["n"] for body in run.sender.bodies] == [0, 1, 0]
         assert run.store.lanes_claimed == 1
         assert run.store.releases == 0
+
+
+async def test_a_wake_up_for_a_lane_running_here_costs_no_claim(store: SqlStore) -> None:
+    await add(store, A, B)
+    await queue(store, A, 1)
+    async with running_dispatcher(store, linger_s=30) as run:
+        await run.sender.wait_for(1)
+        for delivered in (2, 3, 4):
+            await queue(store, A, 1)
+            await run.wakeups.notification_added(A)  # the lane's, read by the lane itself
+            await run.sender.wait_for(delivered)
+        await queue(store, B, 1)
+        await run.wakeups.notification_added(B)  # no lane runs for B: a claim
+        await run.sender.wait_for(5)
+        assert run.store.lanes_claimed == 2
+        # The claim of each lane and at most one that found nothing after it; each of A's three
+        # wake-ups would have been one more.
+        assert run.store.claims <= 4
 
 
 async def test_a_lane_with_nothing_more_is_released_after_lingering(store: SqlStore) -> None:
@@ -156,14 +178,31 @@ async def test_a_drained_queue_is_not_read_again_without_a_wake_up(store: SqlSto
         assert await store.count_notifications(A) == 0
 
 
-async def test_what_arrives_without_a_wake_up_goes_out_after_the_lane_is_claimed_again(
+async def test_what_arrives_without_a_wake_up_goes_out_at_the_next_poll(
     store: SqlStore,
 ) -> None:
     await add(store, A)
     await queue(store, A, 1)
-    async with running_dispatcher(store, linger_s=0.05) as run:
+    async with running_dispatcher(store, linger_s=0.05, poll_interval_s=0.2) as run:
         await run.sender.wait_for(1)
         # As another process would queue it: no wake-up reaches this dispatcher.
         await queue(store, A, 1)
         await run.sender.wait_for(2)
         assert [body["n"] for body in run.sender.bodies] == [0, 0]
+
+
+async def test_a_lane_that_ended_on_an_empty_queue_costs_no_claim_after_it(
+    store: SqlStore,
+) -> None:
+    await add(store, A)
+    await queue(store, A, 1)
+    async with running_dispatcher(store, linger_s=0.01) as run:
+        await run.sender.wait_for(1)
+        await asyncio.wait_for(run.store.released.wait(), 10)
+        await queue(store, A, 1)
+        await run.wakeups.notification_added(A)
+        await run.sender.wait_for(2)
+        assert run.store.lanes_claimed == 2
+        # One claim per lane: none again right after a claim that filled fewer slots than it
+        # asked for, none after a lane that ended with nothing left.
+        assert run.store.claims == 2

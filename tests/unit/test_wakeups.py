@@ -72,6 +72,17 @@ async def test_a_polling_instances_notification_wakes_long_polls_not_the_dispatc
     assert await push < PROMPT_S
 
 
+async def test_a_push_wait_returns_the_instances_the_wake_ups_named() -> None:
+    wakeups = LocalWakeUps()
+    assert await wakeups.wait_push(0.01) == set()  # timed out
+    await wakeups.notification_added(5)
+    await wakeups.notification_added(7)
+    await wakeups.notification_added(9, pushed=False)  # a polling instance's: not push work
+    assert await wakeups.wait_push(LONG_TIMEOUT_S) == {5, 7}
+    await wakeups.notification_added(7)
+    assert await wakeups.wait_push(LONG_TIMEOUT_S) == {7}  # each wait gets what came since
+
+
 @pytest.mark.parametrize("wait", ["push", "job", "notification"])
 async def test_a_wait_cancelled_as_its_wake_up_fires_ends_cancelled(wait: str) -> None:
     # On Python 3.11 asyncio.wait_for returned normally here and the cancellation was lost: the

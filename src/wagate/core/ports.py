@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping, Sequence, Set
 from datetime import datetime, timedelta
 from typing import Any, Protocol
 
@@ -310,9 +310,11 @@ class WakeUps(Protocol):
         self, instance_id: int, timeout_s: float, since: object | None = None
     ) -> None: ...
     async def job_added(self) -> None: ...
-    async def wait_push(self, timeout_s: float) -> None:
+    async def wait_push(self, timeout_s: float) -> Set[int]:
         """Wait for push work: a notification was added or an instance's webhook settings changed
-        (`notification_added` wakes this too)."""
+        (`notification_added` wakes this too). Returns the instances named by the wake-ups
+        since the last wait (empty if it timed out); an id that is no instance's (0) stands
+        for "any"."""
         ...
 
     async def wait_job(self, timeout_s: float) -> None: ...

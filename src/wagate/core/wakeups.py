@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections import defaultdict
+from collections.abc import Set
 
 
 class LocalWakeUps:
@@ -19,9 +20,11 @@ class LocalWakeUps:
         self._notification_events: defaultdict[int, asyncio.Event] = defaultdict(asyncio.Event)
         self._job_event = asyncio.Event()
         self._push_event = asyncio.Event()
+        self._push_signalled: set[int] = set()
 
     async def notification_added(self, instance_id: int, *, pushed: bool = True) -> None:
         if pushed:
+            self._push_signalled.add(instance_id)
             self._push_event.set()
         event = self._notification_events.pop(instance_id, None)
         if event is not None:
@@ -53,9 +56,11 @@ class LocalWakeUps:
         await _wait(self._job_event, timeout_s)
         self._job_event.clear()
 
-    async def wait_push(self, timeout_s: float) -> None:
+    async def wait_push(self, timeout_s: float) -> Set[int]:
         await _wait(self._push_event, timeout_s)
         self._push_event.clear()
+        signalled, self._push_signalled = self._push_signalled, set()
+        return signalled
 
     async def aclose(self) -> None:
         for event in self._notification_events.values():

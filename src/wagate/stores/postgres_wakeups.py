@@ -21,6 +21,7 @@ import logging
 import secrets
 import time
 from collections import Counter
+from collections.abc import Set
 from types import TracebackType
 from typing import Final
 
@@ -153,8 +154,8 @@ class PostgresWakeUps:
     async def wait_job(self, timeout_s: float) -> None:
         await self._local.wait_job(timeout_s)
 
-    async def wait_push(self, timeout_s: float) -> None:
-        await self._local.wait_push(timeout_s)
+    async def wait_push(self, timeout_s: float) -> Set[int]:
+        return await self._local.wait_push(timeout_s)
 
     # -- sending -----------------------------------------------------------------------------
 

@@ -68,7 +68,9 @@ class PushDispatcher:
                         self._run_lane(instance_id), name=f"delivery:{instance_id}"
                     )
                     self._lanes[instance_id] = task
-                if claimed:
+                # Fewer lanes than asked for: no other was claimable, so claiming again now
+                # would find nothing; what was queued since has woken this loop.
+                if claimed and len(claimed) >= free:
                     continue
                 if free <= 0:
                     # Every lane slot is busy: wait for one to end, not for the next retry.
@@ -78,11 +80,23 @@ class PushDispatcher:
                         return_when=asyncio.FIRST_COMPLETED,
                     )
                 else:
-                    await self._wakeups.wait_push(await self._idle_wait_s())
+                    await self._wait_for_claimable_work()
         finally:
             for task in self._lanes.values():
                 task.cancel()
             await asyncio.gather(*self._lanes.values(), return_exceptions=True)
+
+    async def _wait_for_claimable_work(self) -> None:
+        """Until a wake-up names an instance with no lane running here, or the next retry falls
+        due (the poll interval at most). A wake-up for a running lane needs no claim: the lane
+        reads its queue on its own wake-up, and its end wakes this loop again (after it left
+        `_lanes`). Under load most wake-ups are such: each cost a lane claim (a write
+        transaction) and a next-due read that found nothing."""
+        deadline = time.monotonic() + await self._idle_wait_s()
+        while (remaining_s := deadline - time.monotonic()) > 0:
+            signalled = await self._wakeups.wait_push(remaining_s)
+            if not signalled or not signalled <= self._lanes.keys():
+                return
 
     async def _idle_wait_s(self) -> float:
         """Until the next retry falls due, but never longer than the poll interval."""
@@ -98,8 +112,9 @@ class PushDispatcher:
         return max(0.05, min(self._poll_interval_s, wait_s))
 
     async def _run_lane(self, instance_id: int) -> None:
+        emptied: object = None
         try:
-            await self._deliver_lane(instance_id)
+            emptied = await self._deliver_lane(instance_id)
         except asyncio.CancelledError:
             raise
         except Exception:
@@ -113,9 +128,17 @@ class PushDispatcher:
                 await self._store.release_push_lane(instance_id)
             except Exception:
                 logger.exception("releasing a lane failed", extra={"instance": instance_id})
-            await self._wakeups.notification_added(instance_id)
+            # Out of `_lanes`, a wake-up for the instance makes the claim loop claim again. It
+            # needs one only if the lane may have left something: it did not end on an empty
+            # queue, or a notification was added since (the claim loop skipped that wake-up
+            # while the lane was running). Other nodes hear this one too.
+            if emptied is None or self._wakeups.notified_since(emptied):
+                await self._wakeups.notification_added(instance_id)
 
-    async def _deliver_lane(self, instance_id: int) -> None:
+    async def _deliver_lane(self, instance_id: int) -> object:
+        """Deliver the instance's queue until it stays empty for the linger time; returns the
+        wake-up mark taken before the read that found it empty, or None if the lane ended for
+        another reason (a failed attempt, a retry not yet due, push mode switched off)."""
         renewed_at = time.monotonic()
         lingered = False
         # Delivered, not yet taken off the queue: marked while the next batch is read.
@@ -129,7 +152,7 @@ class PushDispatcher:
                 # node) stops or redirects the lane within the cache's TTL (the poll interval).
                 instance = await self._instances.find(instance_id)
                 if instance is None or not instance.settings.webhook_url:
-                    return  # deleted, or switched back to polling
+                    return None  # deleted, or switched back to polling
                 if not drained or self._wakeups.notified_since(mark):
                     # Taken before the read: what is added while it runs ends the wait below.
                     mark = self._wakeups.notification_mark(instance_id)
@@ -145,7 +168,7 @@ class PushDispatcher:
                         marking = []
                 if not batch:
                     if lingered:
-                        return
+                        return mark
                     # A busy instance's next notifications are usually moments away: waiting
                     # for them saves releasing and claiming the lane again (two write
                     # transactions).
@@ -155,7 +178,7 @@ class PushDispatcher:
                 lingered = False
                 for notification in batch:
                     if not await self._deliver_one(instance, notification):
-                        return
+                        return None
                     marking.append(notification.receipt_id)
                     if time.monotonic() - renewed_at > self._lease.total_seconds() / 3:
                         await self._store.renew_push_lane(instance_id, self._lease)
