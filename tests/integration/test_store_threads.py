@@ -311,6 +311,55 @@ async def test_sqlite_writes_run_on_one_thread(sqlite_url: str) -> None:
     assert len(seen) == 1
 
 
+async def test_sqlite_calls_started_together_share_one_hop_each_in_its_own_transaction(
+    sqlite_url: str,
+) -> None:
+    async with open_store(sqlite_url) as store:
+        writer, reader = store.engines
+        workers = writer._workers
+        put = workers.put
+        hops: list[object] = []
+
+        def counting_put(job: Callable[[], None]) -> None:
+            hops.append(job)
+            put(job)
+
+        workers.put = counting_put  # type: ignore[method-assign]
+        ran: list[str] = []
+
+        def write(key: str, *, fail: bool = False) -> Callable[[Connection], str]:
+            def run(conn: Connection) -> str:
+                ran.append(key)
+                conn.execute(insert(meta).values(key=key, value="1"))
+                if fail:
+                    raise ValueError(key)
+                return key
+
+            return run
+
+        def read(conn: Connection) -> list[str]:
+            ran.append("read")
+            return sorted(conn.execute(select(meta.c.key)).scalars())
+
+        outcomes = await asyncio.gather(
+            writer.run(write("a")),
+            writer.run(write("b", fail=True)),
+            reader.run(read),
+            writer.run(write("c")),
+            return_exceptions=True,
+        )
+        assert len(hops) == 1
+        assert ran == ["a", "b", "read", "c"]  # in call order
+        assert outcomes[0] == "a"
+        assert isinstance(outcomes[1], ValueError)
+        assert outcomes[2] == ["a"]  # b rolled back alone, c not yet written
+        assert outcomes[3] == "c"
+        assert await store.get_meta("a") == "1"
+        assert await store.get_meta("b") is None
+        assert await store.get_meta("c") == "1"
+        assert len(hops) == 4  # one per call made one after another
+
+
 async def test_sqlite_write_lock_held_elsewhere_is_a_wagate_error(
     sqlite_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -10,9 +10,11 @@ each other (measured in docs/benchmarks.md, "one SQLite store thread"). On Postg
 pool serves reads and writes with connections from SQLAlchemy's QueuePool.
 
 The threads are fed by a queue (`Workers`) and hand results back with one
-`call_soon_threadsafe`. Cancellation: a caller cancelled before a thread takes its function up
-has it skipped; once started, the function runs to its COMMIT or ROLLBACK in the thread
-regardless, so a connection is never left inside a transaction. The caller only stops waiting.
+`call_soon_threadsafe`. On SQLite the operations a loop starts in one iteration travel to the
+thread and back together (`SharedHops`), each still its own transaction. Cancellation: a caller
+cancelled before a thread takes its function up has it skipped; once started, the function runs
+to its COMMIT or ROLLBACK in the thread regardless, so a connection is never left inside a
+transaction. The caller only stops waiting.
 
 `GroupCommit` gathers concurrent calls of one kind of write and commits them in one transaction.
 """
@@ -127,10 +129,18 @@ class SqlRunner:
     autocommit mode: each statement is its own transaction.
     """
 
-    def __init__(self, engine: Engine, workers: Workers, *, keep_connections: bool) -> None:
+    def __init__(
+        self,
+        engine: Engine,
+        workers: Workers,
+        *,
+        keep_connections: bool,
+        hops: SharedHops | None = None,
+    ) -> None:
         self.engine = engine
         self.is_postgres = engine.dialect.name == "postgresql"
         self._workers = workers
+        self._hops = hops
         # SQLite: each worker thread keeps one connection for its life (no pool checkout and
         # reset per call). PostgreSQL: a pooled connection per call, so a broken one is replaced.
         self._keep_connections = keep_connections
@@ -143,7 +153,10 @@ class SqlRunner:
         `WagateError` if the store is closed."""
         loop = asyncio.get_running_loop()
         future: asyncio.Future[T] = loop.create_future()
-        self._workers.put(lambda: self._run_job(loop, future, fn))
+        if self._hops is not None:
+            self._hops.add(loop, _Call(self, fn, future))
+        else:
+            self._workers.put(lambda: self._run_job(loop, future, fn))
         return await future
 
     def _run_job(
@@ -213,6 +226,65 @@ class SqlRunner:
             conn.close()
 
 
+class _Call(NamedTuple):
+    """A `SqlRunner.run` call waiting for its hop."""
+
+    runner: SqlRunner
+    fn: Callable[[Connection], Any]
+    future: asyncio.Future[Any]
+
+
+class SharedHops:
+    """One thread hop for the store operations a loop starts in the same iteration (SQLite).
+
+    A hop to the store thread and back costs far more CPU than a typical SQLite operation (on
+    a 2-core VM ~200 µs of process CPU against 7-35 µs for the transaction itself, measured in
+    docs/benchmarks.md): two wake-ups, two context switches and GIL hand-offs, each paid again
+    when several operations go one by one. Calls made during one iteration of the event loop are
+    queued as one job that runs them in order, each still in its own transaction, and hands
+    their results back with one wake-up. A call cancelled before its turn is skipped.
+    """
+
+    def __init__(self, workers: Workers) -> None:
+        self._workers = workers
+        self._lock = threading.Lock()  # loops in other threads (tests) may share the store
+        self._pending: dict[asyncio.AbstractEventLoop, list[_Call]] = {}
+
+    def add(self, loop: asyncio.AbstractEventLoop, call: _Call) -> None:
+        with self._lock:
+            calls = self._pending.setdefault(loop, [])
+            calls.append(call)
+            first = len(calls) == 1
+        if first:
+            # After the callbacks already queued: calls they make join this hop.
+            loop.call_soon(self._send, loop)
+
+    def _send(self, loop: asyncio.AbstractEventLoop) -> None:
+        with self._lock:
+            calls = self._pending.pop(loop, [])
+        if not calls:
+            return
+        try:
+            self._workers.put(lambda: self._run(loop, calls))
+        except WagateError:  # closed
+            _settle_now([(call.future, None, closed_error()) for call in calls])
+
+    @staticmethod
+    def _run(loop: asyncio.AbstractEventLoop, calls: list[_Call]) -> None:
+        """In the store thread: each call in its own transaction, then one hand-back."""
+        outcomes: list[_Outcome] = []
+        for runner, fn, future in calls:
+            # Read across threads, as in `SqlRunner._run_job`.
+            if future.cancelled():
+                continue
+            try:
+                outcomes.append((future, runner.call(fn), None))
+            except BaseException as exc:  # the caller gets whatever the transaction raised
+                outcomes.append((future, None, exc))
+        if outcomes:
+            _settle(loop, outcomes)
+
+
 class Database:
     """The engines, worker threads and runners behind one store."""
 
@@ -223,8 +295,13 @@ class Database:
             self._engines.append(reader_engine)
             # One thread, which keeps both connections (see the module's docstring).
             self._workers = [Workers(1, "wagate-sqlite")]
-            self.writer = SqlRunner(writer_engine, self._workers[0], keep_connections=True)
-            self.reader = SqlRunner(reader_engine, self._workers[0], keep_connections=True)
+            hops = SharedHops(self._workers[0])
+            self.writer = SqlRunner(
+                writer_engine, self._workers[0], keep_connections=True, hops=hops
+            )
+            self.reader = SqlRunner(
+                reader_engine, self._workers[0], keep_connections=True, hops=hops
+            )
         else:
             # The reader is an option view of the writer engine: one pool, disposed once.
             self._workers = [Workers(POSTGRES_THREADS, "wagate-db")]
