@@ -9,13 +9,18 @@ Saturated (wrk -t1 -c32 on one instance, as in P1), server CPU per request of:
 Moderate (`loadgen.py openloop` at `--rate` over `--instances` push-mode instances, each
 notification pushed to `receiver.py`, as in P2): server CPU per request end to end, and per
 store operation (one transaction in the store thread) its count and thread CPU.
+Store hops (a SQLite store opened in this process, no server): the CPU of one store operation
+that does nothing (an empty read), run in the store thread alone, and started from an event
+loop one at a time or ten at a time: what the trip to the store thread and back costs.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import signal
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -170,6 +175,67 @@ def moderate(report: Report, rate: float, instances: int, seconds: float, tmp: P
         )
 
 
+def store_hops(report: Report, repeats: int, calls: int, tmp: Path) -> None:
+    from wagate.stores import migrate, open_store
+
+    url = f"sqlite:///{tmp / 'hops.sqlite3'}"
+    migrate(url)
+    alone, one, ten = [], [], []
+
+    def nothing(conn: Any) -> None:
+        return None
+
+    async def measure() -> None:
+        async with open_store(url) as store:
+            _, reader = store.engines
+            done = threading.Event()
+            spent: list[float] = []
+
+            def in_thread() -> None:
+                began = time.process_time()
+                for _ in range(calls):
+                    reader.call(nothing)
+                spent.append(time.process_time() - began)
+                done.set()
+
+            for _ in range(repeats):
+                done.clear()
+                reader.submit(in_thread)
+                await asyncio.to_thread(done.wait)
+                alone.append(1e6 * spent[-1] / calls)
+                began = time.process_time()
+                for _ in range(calls):
+                    await reader.run(nothing)
+                one.append(1e6 * (time.process_time() - began) / calls)
+                began = time.process_time()
+                for _ in range(calls // 10):
+                    await asyncio.gather(*(reader.run(nothing) for _ in range(10)))
+                ten.append(1e6 * (time.process_time() - began) / (calls // 10 * 10))
+
+    asyncio.run(measure())
+    report.add(Figure("costs.op_alone", "empty store operation in the store thread", "us", alone))
+    report.add(
+        Figure(
+            "costs.op_hop",
+            "empty store operation from the event loop, one at a time (process CPU)",
+            "us",
+            one,
+            "in the store thread us",
+            alone,
+        )
+    )
+    report.add(
+        Figure(
+            "costs.op_hop_10",
+            "empty store operations from the event loop, ten at a time (process CPU each)",
+            "us",
+            ten,
+            "one at a time us",
+            one,
+        )
+    )
+
+
 def read_opstats(server: Server, path: Path) -> dict[str, Any]:
     """The server's store-operation totals, as of now (it writes them on SIGUSR1)."""
     path.unlink(missing_ok=True)
@@ -191,6 +257,7 @@ def main() -> None:
     with work_dir(args.keep) as tmp:
         saturated(report, 1 if smoke else args.repeats, 1 if smoke else 4, tmp)
         moderate(report, 200 if smoke else args.rate, args.instances, 1 if smoke else 6, tmp)
+        store_hops(report, 1 if smoke else args.repeats, 100 if smoke else 2000, tmp)
     report.finish(args.json)
 
 
