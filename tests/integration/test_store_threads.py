@@ -311,11 +311,17 @@ async def test_sqlite_writes_run_on_one_thread(sqlite_url: str) -> None:
     assert len(seen) == 1
 
 
-async def test_sqlite_calls_started_together_share_one_hop_each_in_its_own_transaction(
-    sqlite_url: str,
-) -> None:
+async def test_sqlite_calls_made_while_the_thread_is_busy_share_one_hop(sqlite_url: str) -> None:
     async with open_store(sqlite_url) as store:
         writer, reader = store.engines
+        started, release = threading.Event(), threading.Event()
+
+        def hold(conn: Connection) -> None:
+            started.set()
+            assert release.wait(10)
+
+        holding = asyncio.create_task(writer.run(hold))
+        assert await asyncio.to_thread(started.wait, 10)
         workers = writer._workers
         put = workers.put
         hops: list[object] = []
@@ -341,13 +347,20 @@ async def test_sqlite_calls_started_together_share_one_hop_each_in_its_own_trans
             ran.append("read")
             return sorted(conn.execute(select(meta.c.key)).scalars())
 
-        outcomes = await asyncio.gather(
-            writer.run(write("a")),
-            writer.run(write("b", fail=True)),
-            reader.run(read),
-            writer.run(write("c")),
-            return_exceptions=True,
-        )
+        calls = [
+            asyncio.create_task(call)
+            for call in (
+                writer.run(write("a")),
+                writer.run(write("b", fail=True)),
+                reader.run(read),
+                writer.run(write("c")),
+            )
+        ]
+        for _ in range(3):
+            await asyncio.sleep(0)  # every call is queued behind the one holding the thread
+        release.set()
+        await holding
+        outcomes = await asyncio.gather(*calls, return_exceptions=True)
         assert len(hops) == 1
         assert ran == ["a", "b", "read", "c"]  # in call order
         assert outcomes[0] == "a"
@@ -357,7 +370,7 @@ async def test_sqlite_calls_started_together_share_one_hop_each_in_its_own_trans
         assert await store.get_meta("a") == "1"
         assert await store.get_meta("b") is None
         assert await store.get_meta("c") == "1"
-        assert len(hops) == 4  # one per call made one after another
+        assert len(hops) == 4  # an idle thread takes each call up at once: a hop each
 
 
 async def test_sqlite_write_lock_held_elsewhere_is_a_wagate_error(

@@ -10,8 +10,8 @@ each other (measured in docs/benchmarks.md, "one SQLite store thread"). On Postg
 pool serves reads and writes with connections from SQLAlchemy's QueuePool.
 
 The threads are fed by a queue (`Workers`) and hand results back with one
-`call_soon_threadsafe`. On SQLite the operations a loop starts in one iteration travel to the
-thread and back together (`SharedHops`), each still its own transaction. Cancellation: a caller
+`call_soon_threadsafe`. On SQLite the operations a loop starts while the thread is busy travel
+to it and back together (`SharedHops`), each still its own transaction. Cancellation: a caller
 cancelled before a thread takes its function up has it skipped; once started, the function runs
 to its COMMIT or ROLLBACK in the thread regardless, so a connection is never left inside a
 transaction. The caller only stops waiting.
@@ -235,43 +235,45 @@ class _Call(NamedTuple):
 
 
 class SharedHops:
-    """One thread hop for the store operations a loop starts in the same iteration (SQLite).
+    """One thread hop for the store operations a loop starts while the store thread is busy
+    (SQLite).
 
     A hop to the store thread and back costs far more CPU than a typical SQLite operation (on
     a 2-core VM ~200 µs of process CPU against 7-35 µs for the transaction itself, measured in
     docs/benchmarks.md): two wake-ups, two context switches and GIL hand-offs, each paid again
-    when several operations go one by one. Calls made during one iteration of the event loop are
-    queued as one job that runs them in order, each still in its own transaction, and hands
-    their results back with one wake-up. A call cancelled before its turn is skipped.
+    when several operations go one by one. A call is queued at once, as a hop of its own; calls
+    the same loop makes before the store thread takes that hop up join it. The hop runs them in
+    order, each still in its own transaction, and hands their results back with one wake-up. A
+    call cancelled before its turn is skipped.
     """
 
     def __init__(self, workers: Workers) -> None:
         self._workers = workers
-        self._lock = threading.Lock()  # loops in other threads (tests) may share the store
-        self._pending: dict[asyncio.AbstractEventLoop, list[_Call]] = {}
+        self._lock = threading.Lock()
+        # Per loop, the hop queued and not yet taken up by the store thread.
+        self._open: dict[asyncio.AbstractEventLoop, list[_Call]] = {}
 
     def add(self, loop: asyncio.AbstractEventLoop, call: _Call) -> None:
         with self._lock:
-            calls = self._pending.setdefault(loop, [])
-            calls.append(call)
-            first = len(calls) == 1
-        if first:
-            # After the callbacks already queued: calls they make join this hop.
-            loop.call_soon(self._send, loop)
-
-    def _send(self, loop: asyncio.AbstractEventLoop) -> None:
-        with self._lock:
-            calls = self._pending.pop(loop, [])
-        if not calls:
-            return
+            calls = self._open.get(loop)
+            if calls is not None:
+                calls.append(call)
+                return
+            calls = self._open[loop] = [call]
         try:
             self._workers.put(lambda: self._run(loop, calls))
         except WagateError:  # closed
-            _settle_now([(call.future, None, closed_error()) for call in calls])
+            with self._lock:
+                if self._open.get(loop) is calls:
+                    del self._open[loop]
+            _settle_now([(queued.future, None, closed_error()) for queued in calls])
 
-    @staticmethod
-    def _run(loop: asyncio.AbstractEventLoop, calls: list[_Call]) -> None:
+    def _run(self, loop: asyncio.AbstractEventLoop, calls: list[_Call]) -> None:
         """In the store thread: each call in its own transaction, then one hand-back."""
+        with self._lock:
+            # Taken up: later calls of the loop start a hop of their own.
+            if self._open.get(loop) is calls:
+                del self._open[loop]
         outcomes: list[_Outcome] = []
         for runner, fn, future in calls:
             # Read across threads, as in `SqlRunner._run_job`.
