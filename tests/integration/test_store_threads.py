@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +19,7 @@ from tests.integration.test_store import make_instance
 from wagate.core.errors import UnknownInstance, WagateError
 from wagate.core.model import AvatarJob
 from wagate.stores import SqlStore, _connect, migrate, open_store
+from wagate.stores._threads import SqlRunner
 from wagate.stores.schema import avatar_jobs, meta
 
 pytestmark = pytest.mark.anyio
@@ -35,6 +37,25 @@ async def create_instances(store: SqlStore, count: int) -> list[int]:
     for n, instance_id in enumerate(ids):
         await store.create_instance(make_instance(instance_id, f"1100123456{n}"))
     return ids
+
+
+@asynccontextmanager
+async def store_thread_held(writer: SqlRunner) -> AsyncIterator[None]:
+    """SQLite: keep the one store thread busy in a write of its own for the block, so that what
+    the block starts waits in its queue; then let it go and wait for that write."""
+    started, release = threading.Event(), threading.Event()
+
+    def hold(conn: Connection) -> None:
+        started.set()
+        assert release.wait(10)
+
+    holding = asyncio.create_task(writer.run(hold))
+    try:
+        assert await asyncio.to_thread(started.wait, 10)
+        yield
+    finally:
+        release.set()
+        await holding
 
 
 class BatchSpy:
@@ -216,19 +237,10 @@ async def test_a_caller_cancelled_before_its_turn_writes_nothing(sqlite_url: str
     # SQLite: while its one writer thread is busy, the next write waits in its queue.
     async with open_store(sqlite_url) as store:
         writer, _ = store.engines
-        started, release = threading.Event(), threading.Event()
-
-        def hold(conn: Connection) -> None:
-            started.set()
-            assert release.wait(10)
-
-        holding = asyncio.create_task(writer.run(hold))
-        assert await asyncio.to_thread(started.wait, 10)
-        queued = asyncio.create_task(store.set_meta("queued", "1"))
-        await asyncio.sleep(0)
-        queued.cancel()
-        release.set()
-        await holding
+        async with store_thread_held(writer):
+            queued = asyncio.create_task(store.set_meta("queued", "1"))
+            await asyncio.sleep(0)
+            queued.cancel()
         with pytest.raises(asyncio.CancelledError):
             await queued
         await store.set_meta("after", "1")
@@ -314,14 +326,6 @@ async def test_sqlite_writes_run_on_one_thread(sqlite_url: str) -> None:
 async def test_sqlite_calls_made_while_the_thread_is_busy_share_one_hop(sqlite_url: str) -> None:
     async with open_store(sqlite_url) as store:
         writer, reader = store.engines
-        started, release = threading.Event(), threading.Event()
-
-        def hold(conn: Connection) -> None:
-            started.set()
-            assert release.wait(10)
-
-        holding = asyncio.create_task(writer.run(hold))
-        assert await asyncio.to_thread(started.wait, 10)
         workers = writer._workers
         put = workers.put
         hops: list[object] = []
@@ -347,19 +351,19 @@ async def test_sqlite_calls_made_while_the_thread_is_busy_share_one_hop(sqlite_u
             ran.append("read")
             return sorted(conn.execute(select(meta.c.key)).scalars())
 
-        calls = [
-            asyncio.create_task(call)
-            for call in (
-                writer.run(write("a")),
-                writer.run(write("b", fail=True)),
-                reader.run(read),
-                writer.run(write("c")),
-            )
-        ]
-        for _ in range(3):
-            await asyncio.sleep(0)  # every call is queued behind the one holding the thread
-        release.set()
-        await holding
+        async with store_thread_held(writer):
+            hops.clear()  # the holding write's own
+            calls = [
+                asyncio.create_task(call)
+                for call in (
+                    writer.run(write("a")),
+                    writer.run(write("b", fail=True)),
+                    reader.run(read),
+                    writer.run(write("c")),
+                )
+            ]
+            for _ in range(3):
+                await asyncio.sleep(0)  # every call is queued behind the one holding the thread
         outcomes = await asyncio.gather(*calls, return_exceptions=True)
         assert len(hops) == 1
         assert ran == ["a", "b", "read", "c"]  # in call order

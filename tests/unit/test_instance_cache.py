@@ -4,27 +4,18 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-from datetime import UTC, datetime
 from typing import Any
 
 import pytest
 
+from tests.integration.test_store import make_instance
 from wagate.core.errors import WagateError
 from wagate.core.instances import InstanceService
-from wagate.core.model import Instance, InstanceSettings, InstanceState
+from wagate.core.model import Instance
 
 pytestmark = pytest.mark.anyio
 
-INSTANCE = Instance(
-    id=1101000001,
-    api_token="a" * 50,
-    engine="sandbox",
-    phone="11001234567",
-    state=InstanceState.AUTHORIZED,
-    webhook_signing_secret="whsec_x",
-    settings=InstanceSettings(),
-    created_at=datetime(2026, 1, 1, tzinfo=UTC),
-)
+INSTANCE = make_instance()
 
 
 @pytest.fixture
