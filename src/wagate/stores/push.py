@@ -128,7 +128,7 @@ def claim_lanes(conn: Connection, limit: int, lease: timedelta, *, lock_rows: bo
     return [lane_id for lane_id in lane_ids if lane_id in claimed]
 
 
-_SET_LEASE = (
+_SET_LEASE = Prepared(
     update(push_lanes)
     .where(push_lanes.c.instance_id == bindparam("lane"))
     .values(lease_until=bindparam("until", type_=UtcDateTime))
@@ -188,11 +188,11 @@ class PushDelivery:
 
     async def renew_push_lane(self, instance_id: int, lease: timedelta) -> None:
         params = {"lane": instance_id, "until": now_utc() + lease}
-        await self._writer.run(lambda conn: conn.execute(_SET_LEASE, params))
+        await self._writer.run(lambda conn: _SET_LEASE.rowcount(conn, params))
 
     async def release_push_lane(self, instance_id: int) -> None:
         params = {"lane": instance_id, "until": None}
-        await self._writer.run(lambda conn: conn.execute(_SET_LEASE, params))
+        await self._writer.run(lambda conn: _SET_LEASE.rowcount(conn, params))
 
     async def queued_notifications(
         self, instance_id: int, limit: int, after_receipt_id: int = 0
