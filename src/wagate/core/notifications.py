@@ -63,7 +63,7 @@ class NotificationService:
         The same head comes back until it is deleted. Raises `PushModeActive` while the
         instance pushes to a webhookUrl.
         """
-        if instance.settings.webhook_url:
+        if instance.settings.push_mode:
             self.forget(instance.id)
             raise PushModeActive()
         loop = asyncio.get_running_loop()

@@ -66,7 +66,10 @@ def _settle_now(outcomes: Sequence[_Outcome]) -> None:
 
 
 def _settle(loop: asyncio.AbstractEventLoop, outcomes: Sequence[_Outcome]) -> None:
-    """From a worker thread: resolve the futures on their loop, with one wake-up."""
+    """From a worker thread: resolve the futures on their loop, with one wake-up (none if there
+    are none)."""
+    if not outcomes:
+        return
     # RuntimeError: the loop is closed, so nobody waits for these any more.
     with contextlib.suppress(RuntimeError):
         loop.call_soon_threadsafe(_settle_now, outcomes)
@@ -153,28 +156,12 @@ class SqlRunner:
         `WagateError` if the store is closed."""
         loop = asyncio.get_running_loop()
         future: asyncio.Future[T] = loop.create_future()
+        call = _Call(self, fn, future)
         if self._hops is not None:
-            self._hops.add(loop, _Call(self, fn, future))
+            self._hops.add(loop, call)
         else:
-            self._workers.put(lambda: self._run_job(loop, future, fn))
+            self._workers.put(lambda: _settle(loop, call.outcomes()))
         return await future
-
-    def _run_job(
-        self,
-        loop: asyncio.AbstractEventLoop,
-        future: asyncio.Future[T],
-        fn: Callable[[Connection], T],
-    ) -> None:
-        # Read across threads, which is safe for a bool; a cancellation that comes later only
-        # means the result is dropped.
-        if future.cancelled():
-            return
-        try:
-            result = self.call(fn)
-        except BaseException as exc:  # the caller gets whatever the transaction raised
-            _settle(loop, [(future, None, exc)])
-        else:
-            _settle(loop, [(future, result, None)])
 
     def submit(self, job: Callable[[], None]) -> None:
         """Queue a plain function on this runner's threads (`WagateError` once closed)."""
@@ -227,11 +214,22 @@ class SqlRunner:
 
 
 class _Call(NamedTuple):
-    """A `SqlRunner.run` call waiting for its hop."""
+    """A `SqlRunner.run` call waiting for a worker thread."""
 
     runner: SqlRunner
     fn: Callable[[Connection], Any]
     future: asyncio.Future[Any]
+
+    def outcomes(self) -> list[_Outcome]:
+        """In a worker thread: run the call in its own transaction; its outcome, or none if
+        its caller was cancelled before (read across threads, which is safe for a bool; a
+        cancellation that comes later only means the result is dropped)."""
+        if self.future.cancelled():
+            return []
+        try:
+            return [(self.future, self.runner.call(self.fn), None)]
+        except BaseException as exc:  # the caller gets whatever the transaction raised
+            return [(self.future, None, exc)]
 
 
 class SharedHops:
@@ -274,17 +272,7 @@ class SharedHops:
             # Taken up: later calls of the loop start a hop of their own.
             if self._open.get(loop) is calls:
                 del self._open[loop]
-        outcomes: list[_Outcome] = []
-        for runner, fn, future in calls:
-            # Read across threads, as in `SqlRunner._run_job`.
-            if future.cancelled():
-                continue
-            try:
-                outcomes.append((future, runner.call(fn), None))
-            except BaseException as exc:  # the caller gets whatever the transaction raised
-                outcomes.append((future, None, exc))
-        if outcomes:
-            _settle(loop, outcomes)
+        _settle(loop, [outcome for call in calls for outcome in call.outcomes()])
 
 
 class Database:

@@ -151,7 +151,7 @@ class PushDispatcher:
                 # From the instance cache: a settings change made elsewhere (the CLI, another
                 # node) stops or redirects the lane within the cache's TTL (the poll interval).
                 instance = await self._instances.find(instance_id)
-                if instance is None or not instance.settings.webhook_url:
+                if instance is None or not instance.settings.push_mode:
                     return None  # deleted, or switched back to polling
                 if not drained or self._wakeups.notified_since(mark):
                     # Taken before the read: what is added while it runs ends the wait below.
