@@ -7,6 +7,7 @@ from datetime import UTC, datetime, timedelta
 
 import anyio
 import pytest
+from sqlalchemy import Connection
 
 from wagate.core.errors import InstanceConflict, UnknownInstance, WorldFileError
 from wagate.core.model import (
@@ -23,7 +24,7 @@ from wagate.core.model import (
     SandboxGroup,
 )
 from wagate.core.ports import Store
-from wagate.stores import SqlStore, open_store
+from wagate.stores import SqlStore, open_store, queues
 
 pytestmark = pytest.mark.anyio
 
@@ -370,6 +371,36 @@ async def test_claim_limit_takes_the_oldest_queue(store: SqlStore) -> None:
     assert await store.claim_avatar_jobs(1, LONG, per_instance=BATCH) == [b1, b2]
     assert await store.claim_avatar_jobs(1, LONG, per_instance=BATCH) == [a1]
     assert await store.claim_avatar_jobs(0, LONG, per_instance=BATCH) == []
+
+
+async def test_claim_finds_the_instances_with_jobs_among_many_without(store: SqlStore) -> None:
+    # Instances with jobs between, before and after ones without: the claim seeks the
+    # instances that have jobs rather than asking every instance.
+    for k in range(1, 31):
+        await store.create_instance(make_instance(1101000000 + k, f"110012345{k:02d}"))
+    late = await store.enqueue_avatar_job(1101000030, "late@c.us")
+    early = await store.enqueue_avatar_job(1101000001, "early@c.us")
+    middle = await store.enqueue_avatar_job(1101000017, "middle@c.us")
+    assert await store.claim_avatar_jobs(2, LONG, per_instance=BATCH) == [late, early]
+    assert await store.claim_avatar_jobs(10, LONG, per_instance=BATCH) == [middle]
+    assert await store.claim_avatar_jobs(10, LONG, per_instance=BATCH) == []
+
+
+async def test_claim_candidates_do_not_scan_the_instances_on_sqlite(store: SqlStore) -> None:
+    writer, _ = store.engines
+    if writer.is_postgres:
+        pytest.skip("SQLite's query plan")
+
+    def plan(conn: Connection) -> list[str]:
+        sql = queues._FREE_CLAIMABLE_INSTANCES.sqlite_sql(conn.dialect)
+        driver = conn.connection.dbapi_connection
+        assert driver is not None
+        rows = driver.execute(f"EXPLAIN QUERY PLAN {sql}", ("2026-01-01", 1, 0)).fetchall()
+        return [str(row[3]) for row in rows]
+
+    steps = await writer.run(plan)
+    assert "SEARCH instances USING INTEGER PRIMARY KEY (rowid=?)" in steps
+    assert not [step for step in steps if step.startswith("SCAN instances")]
 
 
 async def test_expired_lease_lets_another_claim_take_over(store: SqlStore) -> None:

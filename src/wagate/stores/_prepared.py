@@ -51,6 +51,10 @@ class Prepared:
             return count
         return self._compiled(conn.dialect).rowcount(conn, params)
 
+    def sqlite_sql(self, dialect: Dialect) -> str:
+        """The SQL run on SQLite, with its `?` placeholders (for query plans)."""
+        return self._compiled(dialect).sql
+
     def _compiled(self, dialect: Dialect) -> _SqliteStatement:
         # Compiled by whichever store thread gets here first; a second compilation in a race
         # would build an identical object.
@@ -65,7 +69,7 @@ _REQUIRED = object()
 class _SqliteStatement:
     def __init__(self, statement: Statement, dialect: Dialect) -> None:
         compiled = statement.compile(dialect=dialect)
-        self._sql = str(compiled)
+        self.sql = str(compiled)
         names = compiled.positiontup or []
         defaults = compiled.params
         # (name, value if not given, conversion, expanding); a required one has no fallback.
@@ -75,7 +79,7 @@ class _SqliteStatement:
             process = bind.type.bind_processor(dialect)
             fallback = _REQUIRED if bind.required else defaults.get(name)
             self._params.append((name, fallback, process, bind.expanding))
-            if not bind.expanding and f"__[POSTCOMPILE_{name}]" in self._sql:
+            if not bind.expanding and f"__[POSTCOMPILE_{name}]" in self.sql:
                 # Rendered into the SQL at execution (literal_execute): not supported here.
                 raise ValueError(f"parameter {name!r} must be rendered at execution")
         columns = list(getattr(statement, "exported_columns", ()))
@@ -102,7 +106,7 @@ class _SqliteStatement:
         return count
 
     def _execute(self, conn: Connection, params: Mapping[str, Any]) -> sqlite3.Cursor:
-        sql = self._sql
+        sql = self.sql
         values: list[Any] = []
         for name, default, process, expanding in self._params:
             value = params.get(name, default)

@@ -10,9 +10,12 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from sqlalchemy import (
+    ColumnElement,
     Connection,
     Dialect,
+    Select,
     Table,
+    any_,
     bindparam,
     delete,
     exists,
@@ -154,20 +157,45 @@ _MAX_ID = 2**63 - 1
 _oldest_job = (
     select(func.min(_queued.c.id)).where(_queued.c.instance_id == instances.c.id).scalar_subquery()
 )
-_CLAIMABLE_INSTANCES = (
-    select(instances.c.id)
-    .where(
-        exists().where(_queued.c.instance_id == instances.c.id),
-        ~exists().where(_live.c.instance_id == instances.c.id, _live.c.claimed_until > _NOW),
+# The instances that have jobs, one index seek each (a loose index scan): the claim's cost then
+# follows the instances with work, not every instance there is (with 10,000 instances a claim
+# took ~2 ms on either database to ask each of them whether it had a job).
+_step = avatar_jobs.alias("step")
+_seed = select(func.min(avatar_jobs.c.instance_id).label("instance_id")).cte(
+    "job_instances", recursive=True
+)
+_job_instances = select(
+    _seed.union_all(
+        select(
+            select(func.min(_step.c.instance_id))
+            .where(_step.c.instance_id > _seed.c.instance_id)
+            .scalar_subquery()
+        ).where(_seed.c.instance_id.is_not(None))
+    ).c.instance_id
+)
+
+
+def _claimable_instances(has_jobs: ColumnElement[bool]) -> Select[tuple[int]]:
+    return (
+        select(instances.c.id)
+        .where(
+            has_jobs,
+            ~exists().where(_live.c.instance_id == instances.c.id, _live.c.claimed_until > _NOW),
+        )
+        .order_by(_oldest_job)
+        .limit(bindparam("limit"))
     )
-    .order_by(_oldest_job)
-    .limit(bindparam("limit"))
-)
-# NO KEY UPDATE: does not block inserts whose foreign keys point at the instance.
+
+
+# NO KEY UPDATE: does not block inserts whose foreign keys point at the instance. PostgreSQL
+# plans `IN (the walk)` as a scan of every instance (it guesses the walk's size), but an array
+# of them as index lookups.
 _LOCK_CLAIMABLE_INSTANCES = Prepared(
-    _CLAIMABLE_INSTANCES.with_for_update(skip_locked=True, key_share=True)
+    _claimable_instances(
+        instances.c.id == any_(func.array(_job_instances.scalar_subquery()))
+    ).with_for_update(skip_locked=True, key_share=True)
 )
-_FREE_CLAIMABLE_INSTANCES = Prepared(_CLAIMABLE_INSTANCES)
+_FREE_CLAIMABLE_INSTANCES = Prepared(_claimable_instances(instances.c.id.in_(_job_instances)))
 # The id of a chosen instance's `per_instance`-th oldest job (NULL when it has fewer): the last
 # one of its batch. One walk of the (instance_id, id) index, however long the queue is.
 _batch_end = (
