@@ -318,9 +318,9 @@ def test_idle_dispatcher_does_not_spin(push_demo: Demo, receiver: Receiver) -> N
     calls = []
     original = store.claim_push_lanes
 
-    async def counting(limit: int, lease: Any) -> list[int]:
+    async def counting(limit: int, lease: Any, named: Any = None) -> list[int]:
         calls.append(limit)
-        return await original(limit, lease)
+        return await original(limit, lease, named)
 
     store.claim_push_lanes = counting  # type: ignore[method-assign]  # observe the dispatcher
     try:

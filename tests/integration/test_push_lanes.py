@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Collection, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import timedelta
@@ -13,14 +13,17 @@ from typing import Any
 
 import pytest
 
-from tests.integration.test_store_push import A, B, add, queue
+from tests.integration.test_store_push import A, B, C, add, queue
 from wagate.core.instances import InstanceService
 from wagate.core.model import DeliveryAttempt, Notification
+from wagate.core.ports import ANY_INSTANCE
 from wagate.core.wakeups import LocalWakeUps
 from wagate.stores import SqlStore
 from wagate.workers.delivery import PushDispatcher
 
 pytestmark = pytest.mark.anyio
+
+D, E = 1101000004, 1101000005
 
 
 @pytest.fixture
@@ -60,6 +63,8 @@ class CountingClaims:
     def __init__(self, store: SqlStore) -> None:
         self._store = store
         self.claims = 0
+        self.named: list[frozenset[int] | None] = []  # what each claim asked for (None: any)
+        self.claimed = asyncio.Event()  # a claim was made
         self.lanes_claimed = 0
         self.releases = 0
         self.released = asyncio.Event()
@@ -68,9 +73,13 @@ class CountingClaims:
     def __getattr__(self, name: str) -> Any:
         return getattr(self._store, name)
 
-    async def claim_push_lanes(self, limit: int, lease: timedelta) -> list[int]:
+    async def claim_push_lanes(
+        self, limit: int, lease: timedelta, named: Collection[int] | None = None
+    ) -> list[int]:
         self.claims += 1
-        lanes = await self._store.claim_push_lanes(limit, lease)
+        self.named.append(None if named is None else frozenset(named))
+        lanes = await self._store.claim_push_lanes(limit, lease, named)
+        self.claimed.set()
         self.lanes_claimed += len(lanes)
         return lanes
 
@@ -151,6 +160,44 @@ async def test_a_wake_up_for_a_lane_running_here_costs_no_claim(store: SqlStore)
         # The claim of each lane and at most one that found nothing after it; each of A's three
         # wake-ups would have been one more.
         assert run.store.claims <= 4
+
+
+async def test_a_wake_up_claims_the_lanes_it_named(store: SqlStore) -> None:
+    # A claim for any lane reads every push-mode instance's head; one for named lanes only
+    # theirs. Claims for any lane are kept to the start, the poll and a wake-up for "any".
+    await add(store, A, B, C)
+    async with running_dispatcher(store, linger_s=0.01) as run:
+        await asyncio.wait_for(run.store.claimed.wait(), 10)  # at start: nothing to claim
+        await queue(store, B, 1)
+        await run.wakeups.notification_added(B)
+        await run.sender.wait_for(1)
+        await queue(store, A, 1)
+        await run.wakeups.notification_added(A)
+        await run.sender.wait_for(2)
+        assert run.store.named[0] is None  # at start
+        assert run.store.named[1:3] == [frozenset({B}), frozenset({A})]
+        await queue(store, C, 1)
+        await run.wakeups.notification_added(ANY_INSTANCE)
+        await run.sender.wait_for(3)
+        assert None in run.store.named[3:]
+
+
+async def test_named_lanes_beyond_the_free_slots_are_claimed_as_slots_free_up(
+    store: SqlStore,
+) -> None:
+    lanes = [A, B, C, D, E]  # one more than the dispatcher's four slots
+    await add(store, *lanes)
+    async with running_dispatcher(store, linger_s=0.01) as run:
+        await asyncio.wait_for(run.store.claimed.wait(), 10)  # at start: nothing to claim
+        for lane in lanes:
+            await queue(store, lane, 1)
+        # One wake-up naming all five: LocalWakeUps does not yield, so the dispatcher sees them
+        # together and its claim for them fills every slot.
+        for lane in lanes:
+            await run.wakeups.notification_added(lane)
+        await run.sender.wait_for(5)  # the poll (30 s) never came: the fifth was remembered
+        assert run.store.lanes_claimed == 5
+        assert frozenset(lanes) in run.store.named
 
 
 async def test_a_lane_with_nothing_more_is_released_after_lingering(store: SqlStore) -> None:

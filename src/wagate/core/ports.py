@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence, Set
+from collections.abc import Collection, Mapping, Sequence, Set
 from datetime import datetime, timedelta
 from typing import Any, Protocol
 
@@ -206,13 +206,16 @@ class Store(Protocol):
     # its queued notifications in receipt id order, one in flight. Leases are not owned by a
     # token: a holder renews well before expiry and stops using a lane whose lease it let lapse.
 
-    async def claim_push_lanes(self, limit: int, lease: timedelta) -> list[int]:
+    async def claim_push_lanes(
+        self, limit: int, lease: timedelta, named: Collection[int] | None = None
+    ) -> list[int]:
         """Claim up to `limit` instance lanes: instances in push mode (non-empty webhook URL) with
         at least one queued notification whose oldest queued notification is due
-        (next_attempt_at is NULL or <= now) and whose lane is free (no lease, or lease expired).
-        Sets the lease to now + lease and returns the instance ids, the instance with the oldest
-        due head (lowest receipt id) first. Two claimers (processes or nodes) never get the same
-        lane while its lease is live."""
+        (next_attempt_at is NULL or <= now) and whose lane is free (no lease, or lease expired);
+        with `named`, only lanes of those instances (a claim's cost then follows their number,
+        not the number of push-mode instances). Sets the lease to now + lease and returns the
+        instance ids, the instance with the oldest due head (lowest receipt id) first. Two
+        claimers (processes or nodes) never get the same lane while its lease is live."""
         ...
 
     async def renew_push_lane(self, instance_id: int, lease: timedelta) -> None:
@@ -283,6 +286,10 @@ class RateLimits(Protocol):
     async def aclose(self) -> None: ...
 
 
+# In the set `WakeUps.wait_push` returns: no instance has this id; it stands for "any instance".
+ANY_INSTANCE = 0
+
+
 class WakeUps(Protocol):
     """Shortens waits: a long poll or a worker wakes when new work may be there.
 
@@ -313,8 +320,8 @@ class WakeUps(Protocol):
     async def wait_push(self, timeout_s: float) -> Set[int]:
         """Wait for push work: a notification was added or an instance's webhook settings changed
         (`notification_added` wakes this too). Returns the instances named by the wake-ups
-        since the last wait (empty if it timed out); an id that is no instance's (0) stands
-        for "any"."""
+        since the last wait (empty if it timed out); `ANY_INSTANCE` among them stands for
+        "any"."""
         ...
 
     async def wait_job(self, timeout_s: float) -> None: ...

@@ -31,6 +31,7 @@ from psycopg.rows import TupleRow
 from sqlalchemy.engine import URL
 
 from wagate.core.errors import WagateError
+from wagate.core.ports import ANY_INSTANCE
 from wagate.core.wakeups import LocalWakeUps
 from wagate.stores._connect import sqlite_path, sync_url
 
@@ -49,9 +50,6 @@ _RECONNECT_FIRST_S = 0.2
 _RECONNECT_MAX_S = 10.0
 # While the database is down every NOTIFY fails; one warning per interval is enough.
 _WARNING_INTERVAL_S = 10.0
-# Wakes `wait_push` through `LocalWakeUps.notification_added`; no instance has id 0, so no long
-# poll waits on it.
-_NO_INSTANCE = 0
 
 
 class PostgresWakeUps:
@@ -251,7 +249,8 @@ class PostgresWakeUps:
 
     async def _wake_everyone(self) -> None:
         await self._local.job_added()
-        await self._local.notification_added(_NO_INSTANCE)
+        # No long poll waits on it; the push dispatcher takes it for any lane.
+        await self._local.notification_added(ANY_INSTANCE)
         for instance_id in list(self._waiting):
             await self._local.notification_added(instance_id)
 

@@ -12,7 +12,7 @@ blocks `update_instance` and avatar-job claims on PostgreSQL.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -96,21 +96,53 @@ _CLAIMABLE_LANES = (
     .order_by(_head(notifications.c.receipt_id).scalar_subquery())
     .limit(bindparam("limit"))
 )
-_LOCK_CLAIMABLE_LANES = Prepared(_CLAIMABLE_LANES.with_for_update(skip_locked=True, of=push_lanes))
-_FREE_CLAIMABLE_LANES = Prepared(_CLAIMABLE_LANES)
+# A claim for the lanes a wake-up named: seeks on their rows, however many lanes there are.
+_CLAIMABLE_NAMED_LANES = _CLAIMABLE_LANES.where(
+    push_lanes.c.instance_id.in_(bindparam("named", expanding=True))
+)
+# (lock_rows, named) -> the candidates statement
+_CANDIDATES = {
+    (True, False): Prepared(_CLAIMABLE_LANES.with_for_update(skip_locked=True, of=push_lanes)),
+    (False, False): Prepared(_CLAIMABLE_LANES),
+    (True, True): Prepared(_CLAIMABLE_NAMED_LANES.with_for_update(skip_locked=True, of=push_lanes)),
+    (False, True): Prepared(_CLAIMABLE_NAMED_LANES),
+}
 _LEASE_LANES = Prepared(
     update(push_lanes)
     .where(push_lanes.c.instance_id.in_(bindparam("lanes", expanding=True)), _lane_is_free())
     .values(lease_until=bindparam("until", type_=UtcDateTime))
     .returning(push_lanes.c.instance_id)
 )
+# Only a lane's head is ever given a retry time (the push that failed), so the earliest retry
+# pending among free push-mode lanes is the earliest due head: a walk of the small partial index.
 _NEXT_PUSH_DUE = Prepared(
-    _free_push_lanes(func.min(_head(notifications.c.next_attempt_at).scalar_subquery()))
+    select(notifications.c.next_attempt_at)
+    .select_from(
+        notifications.join(
+            push_lanes, push_lanes.c.instance_id == notifications.c.instance_id
+        ).join(instances, instances.c.id == notifications.c.instance_id)
+    )
+    .where(
+        notifications.c.status == QUEUED,
+        notifications.c.next_attempt_at.is_not(None),
+        instances.c.push_mode == true(),
+        _lane_is_free(),
+    )
+    .order_by(notifications.c.next_attempt_at)
+    .limit(1)
 )
 
 
-def claim_lanes(conn: Connection, limit: int, lease: timedelta, *, lock_rows: bool) -> list[int]:
-    """Lease the free, due push lanes, oldest head first; returns their instance ids.
+def claim_lanes(
+    conn: Connection,
+    limit: int,
+    lease: timedelta,
+    *,
+    lock_rows: bool,
+    named: Collection[int] | None = None,
+) -> list[int]:
+    """Lease the free, due push lanes (of the `named` instances only, if given), oldest head
+    first; returns their instance ids.
 
     With `lock_rows` (PostgreSQL), candidate lane rows are locked with SKIP LOCKED, so
     concurrent claimers take different lanes; the lease is then set by a second statement
@@ -119,12 +151,17 @@ def claim_lanes(conn: Connection, limit: int, lease: timedelta, *, lock_rows: bo
     BEGIN IMMEDIATE transaction already excludes other writers (SQLite).
     """
     now = now_utc()
-    candidates = _LOCK_CLAIMABLE_LANES if lock_rows else _FREE_CLAIMABLE_LANES
-    lane_ids = [row[0] for row in candidates.rows(conn, {"now": now, "limit": limit})]
+    params: dict[str, Any] = {"now": now, "limit": limit}
+    if named is not None:
+        if not named:
+            return []
+        params["named"] = sorted(named)
+    candidates = _CANDIDATES[lock_rows, named is not None]
+    lane_ids = [row[0] for row in candidates.rows(conn, params)]
     if not lane_ids:
         return []
-    params = {"now": now, "lanes": lane_ids, "until": now + lease}
-    claimed = {row[0] for row in _LEASE_LANES.rows(conn, params)}
+    lease_params = {"now": now, "lanes": lane_ids, "until": now + lease}
+    claimed = {row[0] for row in _LEASE_LANES.rows(conn, lease_params)}
     return [lane_id for lane_id in lane_ids if lane_id in claimed]
 
 
@@ -176,14 +213,14 @@ class PushDelivery:
     _reader: SqlRunner
     _marks: GroupCommit[tuple[int, list[int]], int]
 
-    async def claim_push_lanes(self, limit: int, lease: timedelta) -> list[int]:
-        """Lease up to `limit` free lanes of push-mode instances whose head is due, oldest head
-        first. No two claimers (processes or PostgreSQL nodes) get a lane while it is live."""
-        if limit <= 0:
+    async def claim_push_lanes(
+        self, limit: int, lease: timedelta, named: Collection[int] | None = None
+    ) -> list[int]:
+        if limit <= 0 or (named is not None and not named):
             return []
         lock_rows = self._is_postgres
         return await self._writer.run(
-            lambda conn: claim_lanes(conn, limit, lease, lock_rows=lock_rows)
+            lambda conn: claim_lanes(conn, limit, lease, lock_rows=lock_rows, named=named)
         )
 
     async def renew_push_lane(self, instance_id: int, lease: timedelta) -> None:

@@ -225,6 +225,19 @@ notifications = Table(
     sqlite_autoincrement=True,
 )
 
+# The notifications waiting for a retry (0005): a failed push sets next_attempt_at on its lane's
+# head, and the push dispatcher asks for the earliest of the queued ones whenever it goes idle;
+# without this index that question read the head of every push-mode instance. The status leads
+# so that dead letters (which keep their last retry time) are never walked, and so that SQLite
+# prefers this index to (status, created_at): both match the status, only this one gives the order.
+Index(
+    "ix_notifications_retry_due",
+    notifications.c.status,
+    notifications.c.next_attempt_at,
+    sqlite_where=notifications.c.next_attempt_at.is_not(None),
+    postgresql_where=notifications.c.next_attempt_at.is_not(None),
+)
+
 # Avatar images addressed by the SHA-256 hex digest of `data` (0003), for `SqlImageStore`: nodes
 # on several hosts then share images without a shared directory. Rows are never updated.
 avatar_images = Table(

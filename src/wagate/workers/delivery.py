@@ -16,7 +16,7 @@ from datetime import UTC, datetime, timedelta
 
 from wagate.core.instances import InstanceService
 from wagate.core.model import Instance, Notification
-from wagate.core.ports import Store, WakeUps, WebhookSender
+from wagate.core.ports import ANY_INSTANCE, Store, WakeUps, WebhookSender
 from wagate.core.retry import next_delay_s
 from wagate.wire.standard_webhooks import webhook_headers
 
@@ -54,49 +54,66 @@ class PushDispatcher:
         self._lanes: dict[int, asyncio.Task[None]] = {}
 
     async def run(self) -> None:
+        # The lanes the next claim is for: those the wake-ups named, or None for any due lane
+        # (at start, when the poll interval passed or a retry fell due, after a failed claim).
+        # A claim for named lanes seeks their rows; one for any lane reads every push-mode
+        # instance's head, so it is kept to those moments.
+        named: set[int] | None = None
         try:
             while True:
                 claimed: list[int] = []
+                claim_failed = False
                 free = self._concurrency - len(self._lanes)
                 if free > 0:
                     try:
-                        claimed = await self._store.claim_push_lanes(free, self._lease)
+                        claimed = await self._store.claim_push_lanes(free, self._lease, named)
                     except Exception:
                         logger.exception("claiming push lanes failed", extra={"action": "claim"})
+                        claim_failed = True
                 for instance_id in claimed:
                     task = asyncio.create_task(
                         self._run_lane(instance_id), name=f"delivery:{instance_id}"
                     )
                     self._lanes[instance_id] = task
+                if named is not None:
+                    # Named lanes a full claim left behind wait for the next free slot.
+                    named.difference_update(claimed)
                 # Fewer lanes than asked for: no other was claimable, so claiming again now
                 # would find nothing; what was queued since has woken this loop.
                 if claimed and len(claimed) >= free:
                     continue
                 if free <= 0:
                     # Every lane slot is busy: wait for one to end, not for the next retry.
-                    await asyncio.wait(
+                    done, _ = await asyncio.wait(
                         set(self._lanes.values()),
                         timeout=self._poll_interval_s,
                         return_when=asyncio.FIRST_COMPLETED,
                     )
+                    if not done:
+                        named = None
                 else:
-                    await self._wait_for_claimable_work()
+                    woken = await self._wait_for_claimable_work()
+                    named = None if claim_failed else woken
         finally:
             for task in self._lanes.values():
                 task.cancel()
             await asyncio.gather(*self._lanes.values(), return_exceptions=True)
 
-    async def _wait_for_claimable_work(self) -> None:
-        """Until a wake-up names an instance with no lane running here, or the next retry falls
-        due (the poll interval at most). A wake-up for a running lane needs no claim: the lane
-        reads its queue on its own wake-up, and its end wakes this loop again (after it left
-        `_lanes`). Under load most wake-ups are such: each cost a lane claim (a write
-        transaction) and a next-due read that found nothing."""
+    async def _wait_for_claimable_work(self) -> set[int] | None:
+        """Until a wake-up names an instance with no lane running here (returns those), or the
+        next retry falls due or the poll interval passes (returns None: any lane). A wake-up
+        for a running lane needs no claim: the lane reads its queue on its own wake-up, and its
+        end wakes this loop again (after it left `_lanes`). Under load most wake-ups are such:
+        each cost a lane claim (a write transaction) and a next-due read that found nothing."""
         deadline = time.monotonic() + await self._idle_wait_s()
         while (remaining_s := deadline - time.monotonic()) > 0:
             signalled = await self._wakeups.wait_push(remaining_s)
-            if not signalled or not signalled <= self._lanes.keys():
-                return
+            if ANY_INSTANCE in signalled:
+                return None
+            wanted = set(signalled).difference(self._lanes)
+            if wanted:
+                return wanted
+        return None
 
     async def _idle_wait_s(self) -> float:
         """Until the next retry falls due, but never longer than the poll interval."""
