@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 
@@ -17,7 +18,12 @@ from wagate.wire.notifications import AvatarInfoNotification, avatar_info_notifi
 
 logger = logging.getLogger(__name__)
 
+# Under load every acknowledgement signals the claim loop; a claim this long after the signal
+# serves all that arrived meanwhile, instead of a write transaction per request. A signal that
+# comes after a quiet spell (no claim for `_QUIET_S`) is claimed at once: one request alone
+# gains nothing from waiting.
 _COALESCE_S = 0.002
+_QUIET_S = 0.01
 # Jobs claimed, looked up and completed together per instance: one claim and one completion
 # transaction (and two thread hops) serve them all.
 JOBS_PER_INSTANCE = 64
@@ -61,11 +67,13 @@ class AvatarJobWorker:
         self._running: set[asyncio.Task[None]] = set()
 
     async def run(self) -> None:
+        last_claim = -_QUIET_S  # when the last claim began (monotonic)
         try:
             while True:
                 free = self._concurrency - len(self._running)
                 claimed: list[AvatarJob] = []
                 if free > 0:
+                    last_claim = time.monotonic()
                     try:
                         claimed = await self._store.claim_avatar_jobs(
                             free, self._lease, per_instance=self._jobs_per_instance
@@ -85,9 +93,8 @@ class AvatarJobWorker:
                 # now would find nothing; jobs acknowledged since have signalled.
                 if len(batches) < max(free, 1):
                     await self._wakeups.wait_job(self._poll_interval_s)
-                    # Under load every acknowledgement signals; one claim a moment later serves
-                    # all that arrived meanwhile, instead of a write transaction per request.
-                    await asyncio.sleep(_COALESCE_S)
+                    if time.monotonic() - last_claim < _QUIET_S:
+                        await asyncio.sleep(_COALESCE_S)
         finally:
             for task in self._running:
                 task.cancel()

@@ -22,7 +22,7 @@ depends_on: str | Sequence[str] | None = None
 
 
 def upgrade() -> None:
-    next_attempt_at = sa.column("next_attempt_at")
+    next_attempt_at = sa.column("next_attempt_at", sa.DateTime())
     op.create_index(
         "ix_notifications_retry_due",
         "notifications",
