@@ -12,6 +12,9 @@ store operation (one transaction in the store thread) its count and thread CPU.
 Store hops (a SQLite store opened in this process, no server): the CPU of one store operation
 that does nothing (an empty read), run in the store thread alone, and started from an event
 loop one at a time or ten at a time: what the trip to the store thread and back costs.
+Idle wakes (the same kind of store): the thread CPU of a one-row write transaction back to back
+and after 20 ms of idleness, which on small VMs costs many times more (every first system call
+and page touch after the CPU idled is slow): the price every operation pays at low rates.
 """
 
 from __future__ import annotations
@@ -236,6 +239,52 @@ def store_hops(report: Report, repeats: int, calls: int, tmp: Path) -> None:
     )
 
 
+def idle_wakes(report: Report, repeats: int, calls: int, tmp: Path) -> None:
+    """The thread CPU of one small write transaction (a one-row upsert) run by the store's
+    writer in a thread of this process, back to back and each after 20 ms of idleness."""
+    from sqlalchemy import text
+
+    from wagate.stores import migrate, open_store
+
+    url = f"sqlite:///{tmp / 'idle.sqlite3'}"
+    migrate(url)
+    back_to_back, after_idle = [], []
+    upsert = text("INSERT OR REPLACE INTO meta (key, value) VALUES ('costs', :value)")
+
+    async def measure() -> None:
+        async with open_store(url) as store:
+            writer, _ = store.engines
+
+            def run(gap_s: float) -> float:
+                spent = 0.0
+                for n in range(calls):
+                    if gap_s:
+                        time.sleep(gap_s)
+                    began = time.thread_time()
+                    writer.call(lambda conn, n=n: conn.execute(upsert, {"value": str(n)}))
+                    spent += time.thread_time() - began
+                return 1e6 * spent / calls
+
+            for _ in range(repeats):
+                back_to_back.append(await asyncio.to_thread(run, 0))
+                after_idle.append(await asyncio.to_thread(run, 0.02))
+
+    asyncio.run(measure())
+    report.add(
+        Figure("costs.write_hot", "one-row write transaction, back to back", "us", back_to_back)
+    )
+    report.add(
+        Figure(
+            "costs.write_after_idle",
+            "one-row write transaction after 20 ms idle (thread CPU)",
+            "us",
+            after_idle,
+            "back to back us",
+            back_to_back,
+        )
+    )
+
+
 def read_opstats(server: Server, path: Path) -> dict[str, Any]:
     """The server's store-operation totals, as of now (it writes them on SIGUSR1)."""
     path.unlink(missing_ok=True)
@@ -258,6 +307,7 @@ def main() -> None:
         saturated(report, 1 if smoke else args.repeats, 1 if smoke else 4, tmp)
         moderate(report, 200 if smoke else args.rate, args.instances, 1 if smoke else 6, tmp)
         store_hops(report, 1 if smoke else args.repeats, 100 if smoke else 2000, tmp)
+        idle_wakes(report, 1 if smoke else args.repeats, 10 if smoke else 200, tmp)
     report.finish(args.json)
 
 
