@@ -386,10 +386,9 @@ async def test_claim_finds_the_instances_with_jobs_among_many_without(store: Sql
     assert await store.claim_avatar_jobs(10, LONG, per_instance=BATCH) == []
 
 
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
 async def test_claim_candidates_do_not_scan_the_instances_on_sqlite(store: SqlStore) -> None:
     writer, _ = store.engines
-    if writer.is_postgres:
-        pytest.skip("SQLite's query plan")
 
     def plan(conn: Connection) -> list[str]:
         sql = queues._FREE_CLAIMABLE_INSTANCES.sqlite_sql(conn.dialect)

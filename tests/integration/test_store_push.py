@@ -186,12 +186,11 @@ async def test_dead_letters_have_no_retry_due(store: SqlStore) -> None:
     assert await store.next_push_due() is None
 
 
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
 async def test_idle_reads_seek_rather_than_scan_on_sqlite(store: SqlStore) -> None:
     # With 10,000 push-mode instances a read of every lane's head took ~4 ms; the dispatcher
     # makes these reads whenever it goes idle or a wake-up names instances.
     writer, _ = store.engines
-    if writer.is_postgres:
-        pytest.skip("SQLite's query plans")
 
     def plans(conn: sa.Connection) -> dict[str, list[str]]:
         driver = conn.connection.dbapi_connection
