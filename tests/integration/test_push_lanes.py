@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator, Collection, Mapping
+from collections.abc import AsyncIterator, Collection, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import timedelta
@@ -69,6 +69,7 @@ class CountingClaims:
         self.releases = 0
         self.released = asyncio.Event()
         self.reads = 0
+        self.marks = 0
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._store, name)
@@ -83,10 +84,14 @@ class CountingClaims:
         self.lanes_claimed += len(lanes)
         return lanes
 
-    async def release_push_lane(self, instance_id: int) -> None:
-        await self._store.release_push_lane(instance_id)
+    async def release_push_lane(self, instance_id: int, delivered: Sequence[int] = ()) -> None:
+        await self._store.release_push_lane(instance_id, delivered)
         self.releases += 1
         self.released.set()
+
+    async def mark_delivered(self, instance_id: int, receipt_ids: Sequence[int]) -> int:
+        self.marks += 1
+        return await self._store.mark_delivered(instance_id, receipt_ids)
 
     async def queued_notifications(
         self, instance_id: int, limit: int, after_receipt_id: int = 0
@@ -222,6 +227,20 @@ async def test_a_drained_queue_is_not_read_again_without_a_wake_up(store: SqlSto
         # One read found all three and the queue empty; nothing was added since, so the lane
         # marked them and lingered without reading again.
         assert run.store.reads == 1
+        assert await store.count_notifications(A) == 0
+
+
+async def test_a_lane_takes_its_last_deliveries_off_the_queue_with_its_release(
+    store: SqlStore,
+) -> None:
+    # At low rates a lane delivers one notification, lingers and ends: one write transaction
+    # for the mark and the release, not two.
+    await add(store, A)
+    await queue(store, A, 1)
+    async with running_dispatcher(store, linger_s=0.01) as run:
+        await run.sender.wait_for(1)
+        await asyncio.wait_for(run.store.released.wait(), 10)
+        assert run.store.marks == 0
         assert await store.count_notifications(A) == 0
 
 

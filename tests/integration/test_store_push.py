@@ -147,6 +147,17 @@ async def test_a_claim_for_named_lanes_takes_only_those(store: SqlStore) -> None
     assert await store.claim_push_lanes(10, LONG) == [A]
 
 
+async def test_a_release_takes_the_delivered_off_the_queue(store: SqlStore) -> None:
+    await add(store, A, B)
+    a1, a2 = await queue(store, A, 2)
+    [b1] = await queue(store, B, 1)
+    assert await store.claim_push_lanes(10, LONG) == [A, B]
+    await store.release_push_lane(A, [a1, b1])  # b1 is B's: left alone
+    assert [n.receipt_id for n in await store.queued_notifications(A, 10)] == [a2]
+    assert await store.count_notifications(B) == 1
+    assert await store.claim_push_lanes(10, LONG) == [A]  # free again, B still held
+
+
 async def test_next_push_due(store: SqlStore) -> None:
     assert await store.next_push_due() is None
     await add(store, A, B)

@@ -222,8 +222,9 @@ class Store(Protocol):
         """Extend the lane's lease to now + lease (a no-op for an unknown instance)."""
         ...
 
-    async def release_push_lane(self, instance_id: int) -> None:
-        """Free the lane at once: it is claimable again as soon as its head is due."""
+    async def release_push_lane(self, instance_id: int, delivered: Sequence[int] = ()) -> None:
+        """Take the `delivered` notifications off the queue (as `mark_delivered`) and free the
+        lane at once, in one transaction: it is claimable again as soon as its head is due."""
         ...
 
     async def queued_notifications(

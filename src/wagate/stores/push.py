@@ -227,9 +227,16 @@ class PushDelivery:
         params = {"lane": instance_id, "until": now_utc() + lease}
         await self._writer.run(lambda conn: _SET_LEASE.rowcount(conn, params))
 
-    async def release_push_lane(self, instance_id: int) -> None:
+    async def release_push_lane(self, instance_id: int, delivered: Sequence[int] = ()) -> None:
         params = {"lane": instance_id, "until": None}
-        await self._writer.run(lambda conn: _SET_LEASE.rowcount(conn, params))
+        marks = {"instance_id": instance_id, "receipt_ids": list(delivered)}
+
+        def release(conn: Connection) -> None:
+            if marks["receipt_ids"]:
+                _MARK_DELIVERED.rowcount(conn, marks)
+            _SET_LEASE.rowcount(conn, params)
+
+        await self._writer.run(release)
 
     async def queued_notifications(
         self, instance_id: int, limit: int, after_receipt_id: int = 0

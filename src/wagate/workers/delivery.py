@@ -130,8 +130,10 @@ class PushDispatcher:
 
     async def _run_lane(self, instance_id: int) -> None:
         emptied: object = None
+        # Delivered (the receiver answered 2xx) and not yet taken off the queue.
+        delivered: list[int] = []
         try:
-            emptied = await self._deliver_lane(instance_id)
+            emptied = await self._deliver_lane(instance_id, delivered)
         except asyncio.CancelledError:
             raise
         except Exception:
@@ -142,7 +144,9 @@ class PushDispatcher:
         finally:
             self._lanes.pop(instance_id, None)
             try:
-                await self._store.release_push_lane(instance_id)
+                # If this fails, what it would have taken off the queue goes again (at least
+                # once) when the lease has lapsed.
+                await self._store.release_push_lane(instance_id, delivered)
             except Exception:
                 logger.exception("releasing a lane failed", extra={"instance": instance_id})
             # Out of `_lanes`, a wake-up for the instance makes the claim loop claim again. It
@@ -152,57 +156,53 @@ class PushDispatcher:
             if emptied is None or self._wakeups.notified_since(emptied):
                 await self._wakeups.notification_added(instance_id)
 
-    async def _deliver_lane(self, instance_id: int) -> object:
+    async def _deliver_lane(self, instance_id: int, marking: list[int]) -> object:
         """Deliver the instance's queue until it stays empty for the linger time; returns the
         wake-up mark taken before the read that found it empty, or None if the lane ended for
-        another reason (a failed attempt, a retry not yet due, push mode switched off)."""
+        another reason (a failed attempt, a retry not yet due, push mode switched off).
+
+        `marking` holds what was delivered and is not yet off the queue: it is taken off while
+        the next batch is read, and what is left at the end goes with the lane's release (one
+        transaction for both: at low rates a lane delivers one notification, lingers and
+        ends)."""
         renewed_at = time.monotonic()
         lingered = False
-        # Delivered, not yet taken off the queue: marked while the next batch is read.
-        marking: list[int] = []
         # Whether the last read emptied the queue, and the wake-up mark taken before it.
         drained = False
         mark: object = None
-        try:
-            while True:
-                # From the instance cache: a settings change made elsewhere (the CLI, another
-                # node) stops or redirects the lane within the cache's TTL (the poll interval).
-                instance = await self._instances.find(instance_id)
-                if instance is None or not instance.settings.push_mode:
-                    return None  # deleted, or switched back to polling
-                if not drained or self._wakeups.notified_since(mark):
-                    # Taken before the read: what is added while it runs ends the wait below.
-                    mark = self._wakeups.notification_mark(instance_id)
-                    batch, drained = await self._next_batch(instance_id, marking)
-                    marking = []
-                else:
-                    # The last read emptied the queue and nothing was added since it began:
-                    # reading again would find nothing. (What another process adds without a
-                    # wake-up is found when the lane is claimed again after its linger.)
-                    batch = []
-                    if marking:
-                        await self._store.mark_delivered(instance_id, marking)
-                        marking = []
-                if not batch:
-                    if lingered:
-                        return mark
-                    # A busy instance's next notifications are usually moments away: waiting
-                    # for them saves releasing and claiming the lane again (two write
-                    # transactions).
-                    await self._wakeups.wait_notification(instance_id, self._linger_s, mark)
-                    lingered = True
-                    continue
-                lingered = False
-                for notification in batch:
-                    if not await self._deliver_one(instance, notification):
-                        return None
-                    marking.append(notification.receipt_id)
-                    if time.monotonic() - renewed_at > self._lease.total_seconds() / 3:
-                        await self._store.renew_push_lane(instance_id, self._lease)
-                        renewed_at = time.monotonic()
-        finally:
-            if marking:
-                await self._store.mark_delivered(instance_id, marking)
+        while True:
+            # From the instance cache: a settings change made elsewhere (the CLI, another
+            # node) stops or redirects the lane within the cache's TTL (the poll interval).
+            instance = await self._instances.find(instance_id)
+            if instance is None or not instance.settings.push_mode:
+                return None  # deleted, or switched back to polling
+            if not drained or self._wakeups.notified_since(mark):
+                # Taken before the read: what is added while it runs ends the wait below.
+                mark = self._wakeups.notification_mark(instance_id)
+                batch, drained = await self._next_batch(instance_id, list(marking))
+                marking.clear()
+            else:
+                # The last read emptied the queue and nothing was added since it began:
+                # reading again would find nothing. (What another process adds without a
+                # wake-up is found when the lane is claimed again after its linger.)
+                batch = []
+            if not batch:
+                if lingered:
+                    return mark
+                # A busy instance's next notifications are usually moments away: waiting
+                # for them saves releasing and claiming the lane again (two write
+                # transactions).
+                await self._wakeups.wait_notification(instance_id, self._linger_s, mark)
+                lingered = True
+                continue
+            lingered = False
+            for notification in batch:
+                if not await self._deliver_one(instance, notification):
+                    return None
+                marking.append(notification.receipt_id)
+                if time.monotonic() - renewed_at > self._lease.total_seconds() / 3:
+                    await self._store.renew_push_lane(instance_id, self._lease)
+                    renewed_at = time.monotonic()
 
     async def _next_batch(
         self, instance_id: int, marking: list[int]
