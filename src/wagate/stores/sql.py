@@ -70,7 +70,8 @@ _alembic_version = table("alembic_version", column("version_num"))
 # Statements of the frequent calls, built once: on SQLite, building a Core statement costs more
 # than running it. Parameters are bound by name at execution.
 _GET_META = select(meta.c.value).where(meta.c.key == bindparam("key"))
-_GET_INSTANCE = select(instances).where(instances.c.id == bindparam("instance_id"))
+# Read by the instance cache whenever an entry has expired: once a second per instance in use.
+_GET_INSTANCE = Prepared(select(instances).where(instances.c.id == bindparam("instance_id")))
 _GET_INSTANCE_BY_PHONE = select(instances).where(instances.c.phone == bindparam("phone"))
 _GET_SANDBOX_ACCOUNT = select(sandbox_accounts).where(sandbox_accounts.c.phone == bindparam("key"))
 _GET_SANDBOX_ACCOUNT_BY_LID = select(sandbox_accounts).where(
@@ -301,7 +302,12 @@ class SqlStore(PushDelivery):
 
     async def get_instance(self, instance_id: int) -> Instance | None:
         params = {"instance_id": instance_id}
-        return await self._fetch_one(_GET_INSTANCE, _rows.instance_from_row, params)
+        found = await self._reader.run(
+            lambda conn: [
+                _rows.instance_from_row(row) for row in _GET_INSTANCE.mappings(conn, params)
+            ]
+        )
+        return found[0] if found else None
 
     async def get_instance_by_phone(self, phone: str) -> Instance | None:
         if not phone:
