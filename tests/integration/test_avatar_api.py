@@ -166,6 +166,50 @@ def test_a_backlog_of_one_instance_is_answered_in_request_order(tmp_path: Path) 
     assert all(n["body"]["avatarInfo"]["available"] is False for n in received[1:])
 
 
+def test_jobs_queued_behind_a_running_batch_cost_no_claims(tmp_path: Path) -> None:
+    """The completion of an instance's running batch claims the jobs queued behind it in its
+    own transaction; their acknowledgements' wake-ups must not each cost the claim loop a claim
+    that finds nothing (under load that was one write transaction per request)."""
+    slow = "11009999999@c.us"  # times out after WAGATE_AVATAR_TIMEOUT
+    chats = [f"7900{i:07d}@c.us" for i in range(10)]
+    demo = start_demo(make_settings(tmp_path, rate_limits_enabled=False, poll_interval_s=60))
+    store = demo.server.runtime.store
+    original = store.claim_avatar_jobs
+    claimed: list[int] = []  # jobs per claim
+    batch_running = threading.Event()
+
+    async def counting(*args: Any, **kwargs: Any) -> Any:
+        jobs = await original(*args, **kwargs)
+        claimed.append(len(jobs))
+        if jobs:
+            batch_running.set()
+        return jobs
+
+    store.claim_avatar_jobs = counting  # observe the worker
+    try:
+        with httpx.Client(timeout=10) as client:
+            answer = client.post(demo.method_url("getAvatarAsync"), json={"chatId": slow})
+            assert answer.status_code == 200
+            assert batch_running.wait(10), "the slow job was never claimed"
+            for chat in chats:
+                answer = client.post(demo.method_url("getAvatarAsync"), json={"chatId": chat})
+                assert answer.status_code == 200
+            received = []
+            for _ in [slow, *chats]:
+                notification = receive(demo, 30)
+                received.append(notification["body"]["avatarInfo"]["chatId"])
+                receipt = str(notification["receiptId"])
+                assert client.delete(demo.method_url("deleteNotification", receipt)).json()
+    finally:
+        store.claim_avatar_jobs = original
+        demo.server.stop()
+    assert received == [slow, *chats]
+    # The slow job's claim, and at most one that found nothing after the instance's chain of
+    # batches ended; the ten jobs were claimed by the slow batch's completion.
+    assert claimed[0] == 1
+    assert len(claimed) <= 2, claimed
+
+
 def test_one_worker_slot_serves_several_instances_without_waiting_for_the_poll(
     tmp_path: Path,
 ) -> None:

@@ -13,6 +13,7 @@ import pytest
 from sqlalchemy.engine import make_url
 
 from wagate.core.errors import WagateError
+from wagate.core.ports import ANY_INSTANCE
 from wagate.stores.postgres_wakeups import PostgresWakeUps
 
 pytestmark = pytest.mark.anyio
@@ -72,8 +73,13 @@ async def test_job_on_one_node_wakes_the_worker_of_another(
     node_a: PostgresWakeUps, node_b: PostgresWakeUps
 ) -> None:
     waiter = await started(node_b.wait_job(timeout_s=LONG_TIMEOUT_S))
-    await node_a.job_added()
+    await node_a.job_added(7)
     assert await waiter < PROMPT_S
+    # The instance crosses with the wake-up; one named by no instance stands for any.
+    await node_a.job_added(9)
+    assert await node_b.wait_job(timeout_s=LONG_TIMEOUT_S) == {9}
+    await node_a.job_added()
+    assert await node_b.wait_job(timeout_s=LONG_TIMEOUT_S) == {ANY_INSTANCE}
 
 
 @pytest.mark.postgres

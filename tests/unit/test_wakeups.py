@@ -9,6 +9,7 @@ from collections.abc import Awaitable
 import pytest
 
 from tests.integration.test_postgres_wakeups import LONG_TIMEOUT_S, PROMPT_S
+from wagate.core.ports import ANY_INSTANCE
 from wagate.core.wakeups import LocalWakeUps
 
 pytestmark = pytest.mark.anyio
@@ -81,6 +82,16 @@ async def test_a_push_wait_returns_the_instances_the_wake_ups_named() -> None:
     assert await wakeups.wait_push(LONG_TIMEOUT_S) == {5, 7}
     await wakeups.notification_added(7)
     assert await wakeups.wait_push(LONG_TIMEOUT_S) == {7}  # each wait gets what came since
+
+
+async def test_a_job_wait_returns_the_instances_the_wake_ups_named() -> None:
+    wakeups = LocalWakeUps()
+    assert await wakeups.wait_job(0.01) == set()  # timed out
+    await wakeups.job_added(5)
+    await wakeups.job_added(7)
+    assert await wakeups.wait_job(LONG_TIMEOUT_S) == {5, 7}
+    await wakeups.job_added()
+    assert await wakeups.wait_job(LONG_TIMEOUT_S) == {ANY_INSTANCE}
 
 
 @pytest.mark.parametrize("wait", ["push", "job", "notification"])

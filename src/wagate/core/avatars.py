@@ -116,7 +116,7 @@ class AvatarService:
     async def accept(self, instance: Instance, chat: ChatId) -> AvatarJob:
         """Record a getAvatarAsync request durably; it is answered by the avatar job worker."""
         job = await self._store.enqueue_avatar_job(instance.id, str(chat))
-        await self._wakeups.job_added()
+        await self._wakeups.job_added(instance.id)
         return job
 
 

@@ -287,7 +287,8 @@ class RateLimits(Protocol):
     async def aclose(self) -> None: ...
 
 
-# In the set `WakeUps.wait_push` returns: no instance has this id; it stands for "any instance".
+# In the sets `WakeUps.wait_push` and `wait_job` return: no instance has this id; it stands for
+# "any instance".
 ANY_INSTANCE = 0
 
 
@@ -317,7 +318,11 @@ class WakeUps(Protocol):
     async def wait_notification(
         self, instance_id: int, timeout_s: float, since: object | None = None
     ) -> None: ...
-    async def job_added(self) -> None: ...
+    async def job_added(self, instance_id: int = ANY_INSTANCE) -> None:
+        """Wake the avatar job worker: the instance has a new job (`ANY_INSTANCE`: some
+        instance may have)."""
+        ...
+
     async def wait_push(self, timeout_s: float) -> Set[int]:
         """Wait for push work: a notification was added or an instance's webhook settings changed
         (`notification_added` wakes this too). Returns the instances named by the wake-ups
@@ -325,5 +330,9 @@ class WakeUps(Protocol):
         "any"."""
         ...
 
-    async def wait_job(self, timeout_s: float) -> None: ...
+    async def wait_job(self, timeout_s: float) -> Set[int]:
+        """Wait for avatar job work. Returns the instances named by the wake-ups since the last
+        wait (empty if it timed out); `ANY_INSTANCE` among them stands for "any"."""
+        ...
+
     async def aclose(self) -> None: ...

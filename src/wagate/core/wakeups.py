@@ -14,11 +14,14 @@ import contextlib
 from collections import defaultdict
 from collections.abc import Set
 
+from wagate.core.ports import ANY_INSTANCE
+
 
 class LocalWakeUps:
     def __init__(self) -> None:
         self._notification_events: defaultdict[int, asyncio.Event] = defaultdict(asyncio.Event)
         self._job_event = asyncio.Event()
+        self._job_signalled: set[int] = set()
         self._push_event = asyncio.Event()
         self._push_signalled: set[int] = set()
 
@@ -49,12 +52,15 @@ class LocalWakeUps:
             event = self._notification_events[instance_id]
         await _wait(event, timeout_s)
 
-    async def job_added(self) -> None:
+    async def job_added(self, instance_id: int = ANY_INSTANCE) -> None:
+        self._job_signalled.add(instance_id)
         self._job_event.set()
 
-    async def wait_job(self, timeout_s: float) -> None:
+    async def wait_job(self, timeout_s: float) -> Set[int]:
         await _wait(self._job_event, timeout_s)
         self._job_event.clear()
+        signalled, self._job_signalled = self._job_signalled, set()
+        return signalled
 
     async def wait_push(self, timeout_s: float) -> Set[int]:
         await _wait(self._push_event, timeout_s)

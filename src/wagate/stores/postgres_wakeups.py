@@ -128,9 +128,9 @@ class PostgresWakeUps:
         await self._local.notification_added(instance_id, pushed=pushed)
         await self._notify(f"{self._origin}:{'n' if pushed else 'q'}:{instance_id}")
 
-    async def job_added(self) -> None:
-        await self._local.job_added()
-        await self._notify(f"{self._origin}:j")
+    async def job_added(self, instance_id: int = ANY_INSTANCE) -> None:
+        await self._local.job_added(instance_id)
+        await self._notify(f"{self._origin}:j:{instance_id}")
 
     def notification_mark(self, instance_id: int) -> object:
         return self._local.notification_mark(instance_id)
@@ -149,8 +149,8 @@ class PostgresWakeUps:
             if self._waiting[instance_id] <= 0:
                 del self._waiting[instance_id]
 
-    async def wait_job(self, timeout_s: float) -> None:
-        await self._local.wait_job(timeout_s)
+    async def wait_job(self, timeout_s: float) -> Set[int]:
+        return await self._local.wait_job(timeout_s)
 
     async def wait_push(self, timeout_s: float) -> Set[int]:
         return await self._local.wait_push(timeout_s)
@@ -241,7 +241,8 @@ class PostgresWakeUps:
             return
         kind, _, argument = event.partition(":")
         if kind == "j":
-            await self._local.job_added()
+            # From a node of an older release the payload names no instance: any.
+            await self._local.job_added(int(argument) if argument.isdigit() else ANY_INSTANCE)
         elif kind in ("n", "q") and argument.isdigit():
             await self._local.notification_added(int(argument), pushed=kind == "n")
         else:

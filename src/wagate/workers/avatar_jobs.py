@@ -12,7 +12,7 @@ from wagate.core.avatars import AvatarService
 from wagate.core.errors import BadRequestData
 from wagate.core.instances import InstanceService
 from wagate.core.model import AvatarJob, AvatarLookup, AvatarStatus, ChatId, Instance
-from wagate.core.ports import Store, WakeUps
+from wagate.core.ports import ANY_INSTANCE, Store, WakeUps
 from wagate.wire.chat_id import parse_chat_id
 from wagate.wire.notifications import AvatarInfoNotification, avatar_info_notification
 
@@ -65,6 +65,10 @@ class AvatarJobWorker:
         # timeout, so a batch of 64 takes about as long as its slowest lookup, not 64 of them.
         self._lease = timedelta(seconds=avatars.timeout_s * 2 + 5)
         self._running: set[asyncio.Task[None]] = set()
+        # Instances whose batch a task here holds: its completion claims their new jobs.
+        self._holding: set[int] = set()
+        # Held instances whose wake-ups the claim loop skipped for that reason.
+        self._skipped: set[int] = set()
 
     async def run(self) -> None:
         last_claim = -_QUIET_S  # when the last claim began (monotonic)
@@ -92,13 +96,27 @@ class AvatarJobWorker:
                 # Fewer instances than asked for: nothing else was claimable, so another claim
                 # now would find nothing; jobs acknowledged since have signalled.
                 if len(batches) < max(free, 1):
-                    await self._wakeups.wait_job(self._poll_interval_s)
+                    await self._wait_for_claimable_jobs()
                     if time.monotonic() - last_claim < _QUIET_S:
                         await asyncio.sleep(_COALESCE_S)
         finally:
             for task in self._running:
                 task.cancel()
             await asyncio.gather(*self._running, return_exceptions=True)
+
+    async def _wait_for_claimable_jobs(self) -> None:
+        """Until a wake-up names an instance whose batch no task here holds (or any instance),
+        or the poll interval passes. A held instance's new jobs need no claim: the completion
+        of its batch claims the oldest claimable queue in its transaction. Under load nearly
+        every acknowledgement is such a wake-up, and each cost a claim transaction that found
+        nothing. A skipped wake-up is noted, and the batch's end wakes this loop again
+        (`_run_batch`), so no job waits for the poll when its instance's chain moves on."""
+        deadline = time.monotonic() + self._poll_interval_s
+        while (remaining_s := deadline - time.monotonic()) > 0:
+            signalled = await self._wakeups.wait_job(remaining_s)
+            if not signalled or ANY_INSTANCE in signalled or not signalled <= self._holding:
+                return
+            self._skipped.update(signalled)
 
     async def _run_batch(self, jobs: list[AvatarJob]) -> None:
         """Run a claimed batch, then the batch its completion claimed, and so on until a
@@ -107,7 +125,18 @@ class AvatarJobWorker:
         claimed_last = True
         try:
             while jobs:
-                next_jobs = await self._complete_batch(jobs)
+                instance_id = jobs[0].instance_id
+                self._holding.add(instance_id)
+                try:
+                    next_jobs = await self._complete_batch(jobs)
+                finally:
+                    self._holding.discard(instance_id)
+                    skipped = instance_id in self._skipped
+                    self._skipped.discard(instance_id)
+                if skipped:
+                    # Jobs signalled while this batch ran that its completion did not claim
+                    # (it claimed another queue, or they came after its claim) need a claim.
+                    await self._wakeups.job_added(instance_id)
                 claimed_last = next_jobs is not None
                 jobs = next_jobs or []
         finally:
