@@ -82,6 +82,23 @@ async def test_buckets_are_per_instance_and_method(
     assert 0.9 < caught.value.retry_after_s <= 1.0
 
 
+async def test_a_rate_below_one_a_second_allows_one_call(
+    nodes: Callable[[], RedisRateLimiter], redis_url: str, prefix: str
+) -> None:
+    node_a, node_b = nodes(), nodes()
+    await node_a.check(1, "slowMethod", 0.5)
+    with pytest.raises(RateLimited) as caught:
+        await node_b.check(1, "slowMethod", 0.5)
+    assert 1.5 < caught.value.retry_after_s <= 2.0
+    client = Redis.from_url(redis_url)
+    try:
+        # Kept until the bucket would be full again (2 s) and the margin: not forgotten early.
+        (key,) = client.scan_iter(match=f"{prefix}:*")
+        assert 5000 < int(client.pttl(key)) <= 6000  # type: ignore[arg-type]  # sync client
+    finally:
+        client.close()
+
+
 async def test_idle_buckets_expire(
     nodes: Callable[[], RedisRateLimiter], redis_url: str, prefix: str
 ) -> None:

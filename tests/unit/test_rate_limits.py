@@ -54,3 +54,16 @@ async def test_disabled_limiter_never_refuses() -> None:
     limits, _ = limiter(enabled=False)
     for _ in range(100):
         await limits.check(1, "setSettings", 1)
+
+
+async def test_a_rate_below_one_a_second_allows_one_call_then_refills() -> None:
+    limits, clock = limiter()
+    await limits.check(1, "slowMethod", 0.5)
+    with pytest.raises(RateLimited) as caught:
+        await limits.check(1, "slowMethod", 0.5)
+    assert 1.9 < caught.value.retry_after_s <= 2.0
+    clock.now += 1.0
+    with pytest.raises(RateLimited):
+        await limits.check(1, "slowMethod", 0.5)
+    clock.now += 1.01
+    await limits.check(1, "slowMethod", 0.5)

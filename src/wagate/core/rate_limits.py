@@ -14,8 +14,15 @@ class _Bucket:
     updated: float
 
 
+def burst(per_second: float) -> float:
+    """A bucket's capacity: `per_second` calls, but never less than one, or a rate below one
+    a second would refuse every call."""
+    return max(1.0, per_second)
+
+
 class RateLimiter:
-    """A bucket per (instance, method), refilled at `per_second` with a burst of the same size.
+    """A bucket per (instance, method), refilled at `per_second` with a burst of the same size
+    (at least one call).
 
     `check` raises `RateLimited` carrying how long until the next token. Buckets live in this
     process: several nodes each enforce the full limit (see docs/deployment for the tolerance;
@@ -34,10 +41,11 @@ class RateLimiter:
         now = self._now()
         key = (instance_id, method)
         bucket = self._buckets.get(key)
+        capacity = burst(per_second)
         if bucket is None:
-            bucket = self._buckets[key] = _Bucket(tokens=per_second, updated=now)
+            bucket = self._buckets[key] = _Bucket(tokens=capacity, updated=now)
         else:
-            bucket.tokens = min(per_second, bucket.tokens + (now - bucket.updated) * per_second)
+            bucket.tokens = min(capacity, bucket.tokens + (now - bucket.updated) * per_second)
             bucket.updated = now
         if bucket.tokens < 1:
             raise RateLimited(retry_after_s=(1 - bucket.tokens) / per_second)

@@ -5,6 +5,7 @@ Redis, shared by every node, so a cluster enforces each limit once rather than o
 from __future__ import annotations
 
 import logging
+import math
 import time
 from typing import Final
 
@@ -14,6 +15,7 @@ from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
 
 from wagate.core.errors import RateLimited
+from wagate.core.rate_limits import burst
 
 logger = logging.getLogger(__name__)
 
@@ -27,15 +29,16 @@ KEY_PREFIX: Final = "wagate:rate:v1"
 # where Lua's tostring would keep 14 digits and drop the microseconds of `now`.
 _BUCKET_SCRIPT: Final = """
 local rate = tonumber(ARGV[1])
+local capacity = math.max(1, rate)
 local clock = redis.call('TIME')
 local now = tonumber(clock[1]) + tonumber(clock[2]) / 1000000
 local state = redis.call('HMGET', KEYS[1], 'tokens', 'updated')
 local tokens = tonumber(state[1])
 local updated = tonumber(state[2])
 if tokens == nil or updated == nil then
-  tokens = rate
+  tokens = capacity
 else
-  tokens = math.min(rate, tokens + math.max(0, now - updated) * rate)
+  tokens = math.min(capacity, tokens + math.max(0, now - updated) * rate)
 end
 local retry_after = 0
 if tokens < 1 then
@@ -49,9 +52,10 @@ redis.call('PEXPIRE', KEYS[1], ARGV[2])
 return string.format('%.17g', retry_after)
 """
 
-# An empty bucket is full again after capacity / rate = 1 s, and a missing key reads as a full
-# bucket, so a key idle for longer than that can go; the margin covers the trip to Redis.
-_KEY_TTL_MS = 5000
+# An empty bucket is full again after capacity / rate seconds (1 s for rates of one a second or
+# more), and a missing key reads as a full bucket, so a key idle for longer than that can go;
+# the margin covers the trip to Redis.
+_KEY_TTL_MARGIN_MS = 4000
 # Redis sits next to the nodes and answers in well under a millisecond; an API call must not
 # wait long for an answer that only ever limits it.
 _TIMEOUT_S = 0.25
@@ -62,8 +66,9 @@ _WARNING_INTERVAL_S = 10.0
 
 
 class RedisRateLimiter:
-    """Token buckets in Redis: per (instance, method), a burst of `per_second` calls refilled
-    at `per_second` a second, shared by every node using the same Redis and key prefix.
+    """Token buckets in Redis: per (instance, method), a burst of `per_second` calls (at least
+    one) refilled at `per_second` a second, shared by every node using the same Redis and key
+    prefix.
 
     Open it with `RedisRateLimiter("redis://host:6379/0")` (no I/O until the first check) and
     close it with `await limiter.aclose()`. `check` raises `RateLimited(retry_after_s)` when the
@@ -103,7 +108,9 @@ class RedisRateLimiter:
             return
         key = f"{self._prefix}:{instance_id}:{method}"
         try:
-            answer = await self._bucket(keys=[key], args=[repr(float(per_second)), _KEY_TTL_MS])
+            refill_ms = math.ceil(1000 * burst(per_second) / per_second)
+            ttl_ms = refill_ms + _KEY_TTL_MARGIN_MS
+            answer = await self._bucket(keys=[key], args=[repr(float(per_second)), ttl_ms])
             retry_after_s = float(answer)
         except (RedisError, OSError, ValueError) as exc:
             self._skip_until = time.monotonic() + _PAUSE_AFTER_ERROR_S
