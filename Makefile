@@ -38,6 +38,7 @@ lint: $(DEV_STAMP)
 	$(BIN)/ruff check src tests $(wildcard bench)
 	$(BIN)/ruff format --check src tests $(wildcard bench)
 	$(BIN)/mypy
+	$(BIN)/mypy tests $(wildcard bench)
 
 format: $(DEV_STAMP)
 	$(BIN)/ruff check --fix src tests $(wildcard bench)

@@ -20,6 +20,7 @@ and page touch after the CPU idled is slow): the price every operation pays at l
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import os
 import signal
@@ -255,13 +256,16 @@ def idle_wakes(report: Report, repeats: int, calls: int, tmp: Path) -> None:
         async with open_store(url) as store:
             writer, _ = store.engines
 
+            def write(conn: Any, value: str) -> None:
+                conn.execute(upsert, {"value": value})
+
             def run(gap_s: float) -> float:
                 spent = 0.0
                 for n in range(calls):
                     if gap_s:
                         time.sleep(gap_s)
                     began = time.thread_time()
-                    writer.call(lambda conn, n=n: conn.execute(upsert, {"value": str(n)}))
+                    writer.call(functools.partial(write, value=str(n)))
                     spent += time.thread_time() - began
                 return 1e6 * spent / calls
 

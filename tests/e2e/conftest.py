@@ -94,7 +94,7 @@ class WagateProcess:
         self.process: subprocess.Popen[bytes] | None = None
         self.starts = 0
 
-    def start(self, ready_timeout_s: float = 30, **env: str) -> None:
+    def start(self, ready_timeout_s: float = 30, /, **env: str) -> None:
         assert self.process is None, "already running"
         self.starts += 1
         with self.log_path.open("ab") as log:

@@ -6,6 +6,7 @@ import httpx
 import pytest
 
 from tests.integration.conftest import PARTNER_TOKEN, Demo
+from wagate.core.rate_limits import RateLimiter
 
 FLAGS = [
     "markIncomingMessagesReaded",
@@ -26,6 +27,12 @@ FLAGS = [
     "editedMessageWebhook",
     "deletedMessageWebhook",
 ]
+
+
+def switch_rate_limits_off(demo: Demo) -> None:
+    limiter = demo.server.runtime.rate_limiter
+    assert isinstance(limiter, RateLimiter)
+    limiter.enabled = False
 
 
 def test_get_settings_returns_every_documented_key(demo: Demo) -> None:
@@ -74,7 +81,7 @@ def test_set_settings_rejects_bad_values_and_changes_nothing(
     demo: Demo, body: dict[str, object], message: str
 ) -> None:
     before = httpx.get(demo.method_url("getSettings")).json()
-    demo.server.runtime.rate_limiter.enabled = False
+    switch_rate_limits_off(demo)
     response = httpx.post(demo.method_url("setSettings"), json=body)
     assert response.status_code == 400
     assert response.json()["message"] == f"Validation failed. Details: {message}"
@@ -82,7 +89,7 @@ def test_set_settings_rejects_bad_values_and_changes_nothing(
 
 
 def test_state_wa_settings_reboot_logout_qr(demo: Demo) -> None:
-    demo.server.runtime.rate_limiter.enabled = False
+    switch_rate_limits_off(demo)
     assert httpx.get(demo.method_url("getStateInstance")).json() == {"stateInstance": "authorized"}
     wa = httpx.get(demo.method_url("getWaSettings")).json()
     assert wa["phone"] == demo.instance.phone and wa["stateInstance"] == "authorized"
@@ -98,7 +105,7 @@ def test_state_wa_settings_reboot_logout_qr(demo: Demo) -> None:
 
 
 def test_contacts_check_whatsapp_and_contact_info(demo: Demo) -> None:
-    demo.server.runtime.rate_limiter.enabled = False
+    switch_rate_limits_off(demo)
     contacts = httpx.get(demo.method_url("getContacts")).json()
     ids = {c["id"]: c for c in contacts}
     assert ids["11001234568@c.us"]["type"] == "user"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import threading
 from pathlib import Path
 from typing import Any
@@ -10,6 +11,8 @@ import httpx
 import pytest
 
 from tests.integration.conftest import Demo, make_settings, start_demo
+from wagate.bootstrap import Runtime
+from wagate.core.model import Instance
 
 BOB, CAROL, DAVE, NOBODY_HOME = "11001234568", "11001234569", "11001234570", "11001234571"
 GROUP = "120363043968066561@g.us"
@@ -185,7 +188,7 @@ def test_jobs_queued_behind_a_running_batch_cost_no_claims(tmp_path: Path) -> No
             batch_running.set()
         return jobs
 
-    store.claim_avatar_jobs = counting  # observe the worker
+    store.claim_avatar_jobs = counting  # type: ignore[method-assign]  # observe the worker
     try:
         with httpx.Client(timeout=10) as client:
             answer = client.post(demo.method_url("getAvatarAsync"), json={"chatId": slow})
@@ -201,13 +204,17 @@ def test_jobs_queued_behind_a_running_batch_cost_no_claims(tmp_path: Path) -> No
                 receipt = str(notification["receiptId"])
                 assert client.delete(demo.method_url("deleteNotification", receipt)).json()
     finally:
-        store.claim_avatar_jobs = original
+        store.claim_avatar_jobs = original  # type: ignore[method-assign]
         demo.server.stop()
     assert received == [slow, *chats]
     # The slow job's claim, and at most one that found nothing after the instance's chain of
     # batches ended; the ten jobs were claimed by the slow batch's completion.
     assert claimed[0] == 1
     assert len(claimed) <= 2, claimed
+
+
+async def create_instance(runtime: Runtime, phone: str) -> Instance:
+    return await runtime.instances.create(phone=phone)
 
 
 def test_one_worker_slot_serves_several_instances_without_waiting_for_the_poll(
@@ -222,7 +229,7 @@ def test_one_worker_slot_serves_several_instances_without_waiting_for_the_poll(
     demo = start_demo(settings)
     try:
         others = [
-            demo.server.call(lambda runtime, phone=phone: runtime.instances.create(phone=phone))
+            demo.server.call(functools.partial(create_instance, phone=phone))
             for phone in ("11001234581", "11001234582")
         ]
         urls = [demo.method_url] + [

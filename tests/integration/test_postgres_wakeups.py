@@ -46,7 +46,7 @@ async def node_b(url: str) -> AsyncIterator[PostgresWakeUps]:
         yield wakeups
 
 
-async def started(wait: Awaitable[None]) -> asyncio.Task[float]:
+async def started(wait: Awaitable[object]) -> asyncio.Task[float]:
     """Run `wait` in a task that returns how long it took; returns once it is waiting."""
 
     async def timed() -> float:

@@ -14,7 +14,6 @@ import pytest
 import standardwebhooks
 
 from tests.integration.conftest import (
-    DEMO_PHONE,
     PARTNER_TOKEN,
     Demo,
     make_settings,
@@ -23,6 +22,7 @@ from tests.integration.conftest import (
 from tests.support.live_server import LiveServer
 from tests.support.receiver import Answer, Receiver
 from wagate.core.model import InstanceSettings, NotificationStatus
+from wagate.engines.sandbox_demo import DEMO_PHONE
 
 CHATS = ["11001234568@c.us", "11001234570@c.us", "120363043968066561@g.us", "11001234569@c.us"]
 

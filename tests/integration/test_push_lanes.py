@@ -13,7 +13,8 @@ from typing import Any
 
 import pytest
 
-from tests.integration.test_store_push import A, B, C, add, queue
+from tests.integration.test_store import queue
+from tests.integration.test_store_push import A, B, C, add
 from wagate.core.instances import InstanceService
 from wagate.core.model import DeliveryAttempt, Notification
 from wagate.core.ports import ANY_INSTANCE

@@ -21,6 +21,7 @@ import pytest
 from whatsapp_api_client_python import API  # type: ignore[import-untyped]
 
 from tests.integration.conftest import PARTNER_TOKEN, Demo, make_settings, start_demo
+from wagate.core.rate_limits import RateLimiter
 
 BOB, CAROL, DAVE = "11001234568@c.us", "11001234569@c.us", "11001234570@c.us"
 TIMEOUT_CHAT = "11009999999@c.us"
@@ -245,6 +246,7 @@ def test_sdk_retries_429_then_gives_up_when_it_persists(demo: Demo) -> None:
 
         # Stop the limiter's clock so that the bucket never refills: every retry meets a 429.
         limiter = demo.server.runtime.rate_limiter
+        assert isinstance(limiter, RateLimiter)
         frozen = limiter._now()
         limiter._now = lambda: frozen
         failed = api.account.getStateInstance()

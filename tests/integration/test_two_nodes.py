@@ -11,10 +11,10 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.integration.conftest import DEMO_PHONE, Demo, make_settings
+from tests.integration.conftest import Demo, make_settings
 from tests.support.live_server import LiveServer
 from tests.support.receiver import Answer, Receiver
-from wagate.engines.sandbox_demo import write_demo_world
+from wagate.engines.sandbox_demo import DEMO_PHONE, write_demo_world
 from wagate.engines.sandbox_world import load_world_file
 
 pytestmark = pytest.mark.postgres

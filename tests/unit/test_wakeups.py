@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable, Coroutine
+from typing import Any
 
 import pytest
 
@@ -20,7 +21,7 @@ def anyio_backend() -> str:
     return "asyncio"
 
 
-async def timed(wait: Awaitable[None]) -> float:
+async def timed(wait: Awaitable[object]) -> float:
     began = time.monotonic()
     await wait
     return time.monotonic() - began
@@ -99,7 +100,7 @@ async def test_a_wait_cancelled_as_its_wake_up_fires_ends_cancelled(wait: str) -
     # On Python 3.11 asyncio.wait_for returned normally here and the cancellation was lost: the
     # push dispatcher, cancelled at shutdown just as a lane's release woke it, ran on forever.
     wakeups = LocalWakeUps()
-    waits = {
+    waits: dict[str, Callable[[], Coroutine[Any, Any, object]]] = {
         "push": lambda: wakeups.wait_push(LONG_TIMEOUT_S),
         "job": lambda: wakeups.wait_job(LONG_TIMEOUT_S),
         "notification": lambda: wakeups.wait_notification(5, LONG_TIMEOUT_S),

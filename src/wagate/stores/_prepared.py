@@ -18,10 +18,10 @@ import sqlite3
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-from sqlalchemy import Connection, Delete, Dialect, Select, Update
+from sqlalchemy import Connection, Delete, Dialect, Insert, Select, Update
 from sqlalchemy.exc import DBAPIError
 
-Statement = Select[Any] | Update | Delete
+Statement = Select[Any] | Insert | Update | Delete
 
 
 class Prepared:
