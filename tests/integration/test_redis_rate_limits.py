@@ -55,6 +55,16 @@ async def nodes(redis_url: str, prefix: str) -> AsyncIterator[Callable[[], Redis
         client.close()
 
 
+def only_key_ttl_ms(redis_url: str, prefix: str) -> int:
+    """The TTL of the one bucket key under `prefix`."""
+    client = Redis.from_url(redis_url)
+    try:
+        (key,) = client.scan_iter(match=f"{prefix}:*")
+        return int(client.pttl(key))  # type: ignore[arg-type]  # sync client
+    finally:
+        client.close()
+
+
 async def test_two_nodes_share_one_budget_then_it_refills(
     nodes: Callable[[], RedisRateLimiter],
 ) -> None:
@@ -90,25 +100,15 @@ async def test_a_rate_below_one_a_second_allows_one_call(
     with pytest.raises(RateLimited) as caught:
         await node_b.check(1, "slowMethod", 0.5)
     assert 1.5 < caught.value.retry_after_s <= 2.0
-    client = Redis.from_url(redis_url)
-    try:
-        # Kept until the bucket would be full again (2 s) and the margin: not forgotten early.
-        (key,) = client.scan_iter(match=f"{prefix}:*")
-        assert 5000 < int(client.pttl(key)) <= 6000  # type: ignore[arg-type]  # sync client
-    finally:
-        client.close()
+    # Kept until the bucket would be full again (2 s) and the margin: not forgotten early.
+    assert 5000 < only_key_ttl_ms(redis_url, prefix) <= 6000
 
 
 async def test_idle_buckets_expire(
     nodes: Callable[[], RedisRateLimiter], redis_url: str, prefix: str
 ) -> None:
     await nodes().check(1, "getAvatar", 10)
-    client = Redis.from_url(redis_url)
-    try:
-        (key,) = client.scan_iter(match=f"{prefix}:*")
-        assert 0 < int(client.pttl(key)) <= 5000  # type: ignore[arg-type]  # sync client
-    finally:
-        client.close()
+    assert 0 < only_key_ttl_ms(redis_url, prefix) <= 5000
 
 
 async def test_disabled_limiter_never_refuses(nodes: Callable[[], RedisRateLimiter]) -> None:

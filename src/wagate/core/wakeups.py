@@ -11,24 +11,43 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from collections import defaultdict
-from collections.abc import Set
+from collections.abc import Awaitable, Callable, Collection, Set
 
 from wagate.core.ports import ANY_INSTANCE
+
+
+class _NamedSignal:
+    """A wake-up for one waiter that collects the instances it was given until the wait."""
+
+    def __init__(self) -> None:
+        self._event = asyncio.Event()
+        self._named: set[int] = set()
+
+    def add(self, instance_id: int) -> None:
+        self._named.add(instance_id)
+        self._event.set()
+
+    async def wait(self, timeout_s: float) -> Set[int]:
+        await _wait(self._event, timeout_s)
+        self._event.clear()
+        named, self._named = self._named, set()
+        return named
+
+    def release(self) -> None:
+        self._event.set()
 
 
 class LocalWakeUps:
     def __init__(self) -> None:
         self._notification_events: defaultdict[int, asyncio.Event] = defaultdict(asyncio.Event)
-        self._job_event = asyncio.Event()
-        self._job_signalled: set[int] = set()
-        self._push_event = asyncio.Event()
-        self._push_signalled: set[int] = set()
+        self._jobs = _NamedSignal()
+        self._push = _NamedSignal()
 
     async def notification_added(self, instance_id: int, *, pushed: bool = True) -> None:
         if pushed:
-            self._push_signalled.add(instance_id)
-            self._push_event.set()
+            self._push.add(instance_id)
         event = self._notification_events.pop(instance_id, None)
         if event is not None:
             event.set()
@@ -53,26 +72,42 @@ class LocalWakeUps:
         await _wait(event, timeout_s)
 
     async def job_added(self, instance_id: int = ANY_INSTANCE) -> None:
-        self._job_signalled.add(instance_id)
-        self._job_event.set()
+        self._jobs.add(instance_id)
 
     async def wait_job(self, timeout_s: float) -> Set[int]:
-        await _wait(self._job_event, timeout_s)
-        self._job_event.clear()
-        signalled, self._job_signalled = self._job_signalled, set()
-        return signalled
+        return await self._jobs.wait(timeout_s)
 
     async def wait_push(self, timeout_s: float) -> Set[int]:
-        await _wait(self._push_event, timeout_s)
-        self._push_event.clear()
-        signalled, self._push_signalled = self._push_signalled, set()
-        return signalled
+        return await self._push.wait(timeout_s)
 
     async def aclose(self) -> None:
         for event in self._notification_events.values():
             event.set()
-        self._job_event.set()
-        self._push_event.set()
+        self._jobs.release()
+        self._push.release()
+
+
+async def wait_for_unheld(
+    wait: Callable[[float], Awaitable[Set[int]]],
+    timeout_s: float,
+    held: Collection[int],
+    skipped: set[int] | None = None,
+) -> set[int] | None:
+    """For a worker loop (`wait` is `wait_job` or `wait_push`): until a wake-up names an
+    instance not in `held`, the instances a task of the loop is already working on; returns
+    those. None when `timeout_s` passed or a wake-up was for `ANY_INSTANCE`. Wake-ups naming
+    only held instances are dropped, added to `skipped` if given."""
+    deadline = time.monotonic() + timeout_s
+    while (remaining_s := deadline - time.monotonic()) > 0:
+        signalled = await wait(remaining_s)
+        if ANY_INSTANCE in signalled:
+            return None
+        unheld = set(signalled).difference(held)
+        if unheld:
+            return unheld
+        if skipped is not None:
+            skipped.update(signalled)
+    return None
 
 
 async def _wait(event: asyncio.Event, timeout_s: float) -> None:

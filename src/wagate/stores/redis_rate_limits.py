@@ -23,13 +23,14 @@ logger = logging.getLogger(__name__)
 # changes the bucket's layout changes the suffix instead of misreading the old one's keys.
 KEY_PREFIX: Final = "wagate:rate:v1"
 
-# KEYS[1]: the bucket. ARGV[1]: per_second, both the capacity and the refill rate. ARGV[2]: the
-# key's TTL in ms. Returns the seconds until the next token, "0" when one was taken. The clock
-# is the server's (TIME), so the nodes' clocks never matter. %.17g round-trips a double exactly,
-# where Lua's tostring would keep 14 digits and drop the microseconds of `now`.
+# KEYS[1]: the bucket. ARGV[1]: per_second, the refill rate. ARGV[2]: the key's TTL in ms.
+# ARGV[3]: the capacity (`burst(per_second)`). Returns the seconds until the next token, "0"
+# when one was taken. The clock is the server's (TIME), so the nodes' clocks never matter.
+# %.17g round-trips a double exactly, where Lua's tostring would keep 14 digits and drop the
+# microseconds of `now`.
 _BUCKET_SCRIPT: Final = """
 local rate = tonumber(ARGV[1])
-local capacity = math.max(1, rate)
+local capacity = tonumber(ARGV[3])
 local clock = redis.call('TIME')
 local now = tonumber(clock[1]) + tonumber(clock[2]) / 1000000
 local state = redis.call('HMGET', KEYS[1], 'tokens', 'updated')
@@ -108,9 +109,10 @@ class RedisRateLimiter:
             return
         key = f"{self._prefix}:{instance_id}:{method}"
         try:
-            refill_ms = math.ceil(1000 * burst(per_second) / per_second)
-            ttl_ms = refill_ms + _KEY_TTL_MARGIN_MS
-            answer = await self._bucket(keys=[key], args=[repr(float(per_second)), ttl_ms])
+            capacity = burst(per_second)
+            ttl_ms = math.ceil(1000 * capacity / per_second) + _KEY_TTL_MARGIN_MS
+            args = [repr(float(per_second)), ttl_ms, repr(capacity)]
+            answer = await self._bucket(keys=[key], args=args)
             retry_after_s = float(answer)
         except (RedisError, OSError, ValueError) as exc:
             self._skip_until = time.monotonic() + _PAUSE_AFTER_ERROR_S

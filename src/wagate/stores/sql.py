@@ -283,17 +283,22 @@ class SqlStore(PushDelivery):
 
     async def _fetch(
         self,
-        query: Select[Any],
+        query: Select[Any] | Prepared,
         convert: Callable[[_rows.Row], T],
         params: Mapping[str, Any] | None = None,
     ) -> list[T]:
+        if isinstance(query, Prepared):
+            prepared, values = query, params or {}
+            return await self._reader.run(
+                lambda conn: [convert(row) for row in prepared.mappings(conn, values)]
+            )
         return await self._reader.run(
             lambda conn: [convert(row) for row in conn.execute(query, params).mappings()]
         )
 
     async def _fetch_one(
         self,
-        query: Select[Any],
+        query: Select[Any] | Prepared,
         convert: Callable[[_rows.Row], T],
         params: Mapping[str, Any] | None = None,
     ) -> T | None:
@@ -302,12 +307,7 @@ class SqlStore(PushDelivery):
 
     async def get_instance(self, instance_id: int) -> Instance | None:
         params = {"instance_id": instance_id}
-        found = await self._reader.run(
-            lambda conn: [
-                _rows.instance_from_row(row) for row in _GET_INSTANCE.mappings(conn, params)
-            ]
-        )
-        return found[0] if found else None
+        return await self._fetch_one(_GET_INSTANCE, _rows.instance_from_row, params)
 
     async def get_instance_by_phone(self, phone: str) -> Instance | None:
         if not phone:

@@ -12,7 +12,8 @@ from wagate.core.avatars import AvatarService
 from wagate.core.errors import BadRequestData
 from wagate.core.instances import InstanceService
 from wagate.core.model import AvatarJob, AvatarLookup, AvatarStatus, ChatId, Instance
-from wagate.core.ports import ANY_INSTANCE, Store, WakeUps
+from wagate.core.ports import Store, WakeUps
+from wagate.core.wakeups import wait_for_unheld
 from wagate.wire.chat_id import parse_chat_id
 from wagate.wire.notifications import AvatarInfoNotification, avatar_info_notification
 
@@ -111,12 +112,9 @@ class AvatarJobWorker:
         every acknowledgement is such a wake-up, and each cost a claim transaction that found
         nothing. A skipped wake-up is noted, and the batch's end wakes this loop again
         (`_run_batch`), so no job waits for the poll when its instance's chain moves on."""
-        deadline = time.monotonic() + self._poll_interval_s
-        while (remaining_s := deadline - time.monotonic()) > 0:
-            signalled = await self._wakeups.wait_job(remaining_s)
-            if not signalled or ANY_INSTANCE in signalled or not signalled <= self._holding:
-                return
-            self._skipped.update(signalled)
+        await wait_for_unheld(
+            self._wakeups.wait_job, self._poll_interval_s, self._holding, self._skipped
+        )
 
     async def _run_batch(self, jobs: list[AvatarJob]) -> None:
         """Run a claimed batch, then the batch its completion claimed, and so on until a

@@ -16,8 +16,9 @@ from datetime import UTC, datetime, timedelta
 
 from wagate.core.instances import InstanceService
 from wagate.core.model import Instance, Notification
-from wagate.core.ports import ANY_INSTANCE, Store, WakeUps, WebhookSender
+from wagate.core.ports import Store, WakeUps, WebhookSender
 from wagate.core.retry import next_delay_s
+from wagate.core.wakeups import wait_for_unheld
 from wagate.wire.standard_webhooks import webhook_headers
 
 logger = logging.getLogger(__name__)
@@ -105,15 +106,9 @@ class PushDispatcher:
         for a running lane needs no claim: the lane reads its queue on its own wake-up, and its
         end wakes this loop again (after it left `_lanes`). Under load most wake-ups are such:
         each cost a lane claim (a write transaction) and a next-due read that found nothing."""
-        deadline = time.monotonic() + await self._idle_wait_s()
-        while (remaining_s := deadline - time.monotonic()) > 0:
-            signalled = await self._wakeups.wait_push(remaining_s)
-            if ANY_INSTANCE in signalled:
-                return None
-            wanted = set(signalled).difference(self._lanes)
-            if wanted:
-                return wanted
-        return None
+        return await wait_for_unheld(
+            self._wakeups.wait_push, await self._idle_wait_s(), self._lanes.keys()
+        )
 
     async def _idle_wait_s(self) -> float:
         """Until the next retry falls due, but never longer than the poll interval."""
