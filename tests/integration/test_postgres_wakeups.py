@@ -83,6 +83,36 @@ async def test_job_on_one_node_wakes_the_worker_of_another(
 
 
 @pytest.mark.postgres
+async def test_concurrent_wake_ups_share_notify_statements(
+    node_a: PostgresWakeUps, node_b: PostgresWakeUps, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    statements: list[list[str]] = []
+    send = node_a._send
+
+    async def counted(payloads: list[str]) -> None:
+        statements.append(payloads)
+        await send(payloads)
+
+    monkeypatch.setattr(node_a, "_send", counted)
+    heard: set[int] = set()
+    wanted = set(range(1, 201))
+
+    async def listen() -> None:
+        while not wanted <= heard:
+            heard.update(await node_b.wait_job(timeout_s=LONG_TIMEOUT_S))
+
+    listening = asyncio.create_task(listen())
+    await asyncio.gather(*(node_a.job_added(instance_id) for instance_id in sorted(wanted)))
+    # One in flight, the rest queued behind it: two statements, not one per wake-up.
+    assert len(statements) <= 2
+    assert sorted(p for batch in statements for p in batch) == sorted(
+        f"{node_a._origin}:j:{instance_id}" for instance_id in wanted
+    )
+    await asyncio.wait_for(listening, PROMPT_S)
+    assert wanted <= heard
+
+
+@pytest.mark.postgres
 async def test_notification_on_one_node_wakes_push_on_another(
     node_a: PostgresWakeUps, node_b: PostgresWakeUps
 ) -> None:

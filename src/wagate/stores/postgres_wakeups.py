@@ -11,6 +11,7 @@ Payloads are `<origin>:n:<instance_id>` (a notification was added), `<origin>:q:
 NOTIFYs, whose waiters were woken already. The channel carries a version: two releases sharing
 a database during a rolling upgrade each hear only payloads they understand (a release before
 `q` ignores it, and its long polls then see such notifications at their poll interval).
+The payloads a process queues while one NOTIFY statement is in flight go out in the next one.
 """
 
 from __future__ import annotations
@@ -77,7 +78,11 @@ class PostgresWakeUps:
         self._listener: psycopg.AsyncConnection[TupleRow] | None = None
         self._listen_task: asyncio.Task[None] | None = None
         self._sender: psycopg.AsyncConnection[TupleRow] | None = None
-        self._sender_lock = asyncio.Lock()
+        # Payloads waiting for the next NOTIFY statement, in order, each once, and the future
+        # their callers await; one statement is in flight at a time (`_sending`).
+        self._queued: dict[str, None] = {}
+        self._queued_sent: asyncio.Future[None] | None = None
+        self._sending: asyncio.Task[None] | None = None
         self._last_warning = -_WARNING_INTERVAL_S
         self._closed = False
 
@@ -117,9 +122,13 @@ class PostgresWakeUps:
                 await self._listen_task
         await _close(self._listener)
         self._listener = None
-        async with self._sender_lock:
-            await _close(self._sender)
-            self._sender = None
+        if self._sending is not None:
+            # Its callers are answered by its own cleanup; hints need not outlive the object.
+            self._sending.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._sending
+        await _close(self._sender)
+        self._sender = None
         await self._local.aclose()
 
     # -- the WakeUps port --------------------------------------------------------------------
@@ -158,29 +167,63 @@ class PostgresWakeUps:
     # -- sending -----------------------------------------------------------------------------
 
     async def _notify(self, payload: str) -> None:
+        """Send `payload` to the other listeners; returns once it went out or failed (logged).
+
+        Payloads queued while a NOTIFY statement is in flight go out together in the next one:
+        under load every acknowledgement wakes the other nodes, and one round trip (and one
+        transaction on the database) each, taken in turn, capped a node's acknowledgements at
+        the rate of NOTIFY round trips.
+        """
         if self._closed:
             return
-        async with self._sender_lock:
-            for attempt in (1, 2):
-                reused = self._sender is not None and not self._sender.closed
-                try:
-                    async with asyncio.timeout(_NOTIFY_TIMEOUT_S):
-                        if self._sender is None or self._sender.closed:
-                            self._sender = await self._connect()
-                        await self._sender.execute(
-                            "SELECT pg_notify(%s, %s)", (self._channel, payload)
-                        )
-                    return
-                except (psycopg.Error, OSError, TimeoutError) as exc:
-                    # A failed or timed-out statement leaves the connection in an unknown state.
-                    await _close(self._sender)
-                    self._sender = None
-                    # An idle connection may have been closed under us (server restart, idle
-                    # timeout, a proxy): that costs one fresh connection, not the wake-up.
-                    if attempt == 1 and reused and isinstance(exc, psycopg.OperationalError):
-                        continue
-                    self._warn("wake-up NOTIFY failed; other nodes fall back to polling", exc)
-                    return
+        self._queued[payload] = None
+        if self._queued_sent is None:
+            self._queued_sent = asyncio.get_running_loop().create_future()
+        sent = self._queued_sent
+        if self._sending is None:
+            self._sending = asyncio.create_task(self._send_queued(), name="wakeups-notify")
+        # Shielded: a caller that gives up must not cancel the statement others wait for.
+        await asyncio.shield(sent)
+
+    async def _send_queued(self) -> None:
+        batch_sent: asyncio.Future[None] | None = None
+        try:
+            while self._queued_sent is not None:
+                payloads, batch_sent = list(self._queued), self._queued_sent
+                self._queued, self._queued_sent = {}, None
+                await self._send(payloads)
+                batch_sent.set_result(None)
+        finally:
+            self._sending = None
+            # Cancelled (closing): whoever waits is released, sent or not.
+            for future in (batch_sent, self._queued_sent):
+                if future is not None and not future.done():
+                    future.set_result(None)
+            self._queued, self._queued_sent = {}, None
+
+    async def _send(self, payloads: list[str]) -> None:
+        for attempt in (1, 2):
+            reused = self._sender is not None and not self._sender.closed
+            try:
+                async with asyncio.timeout(_NOTIFY_TIMEOUT_S):
+                    if self._sender is None or self._sender.closed:
+                        self._sender = await self._connect()
+                    # One statement, one transaction: the listeners get them together.
+                    await self._sender.execute(
+                        "SELECT pg_notify(%s, payload) FROM unnest(%s::text[]) AS payload",
+                        (self._channel, payloads),
+                    )
+                return
+            except (psycopg.Error, OSError, TimeoutError) as exc:
+                # A failed or timed-out statement leaves the connection in an unknown state.
+                await _close(self._sender)
+                self._sender = None
+                # An idle connection may have been closed under us (server restart, idle
+                # timeout, a proxy): that costs one fresh connection, not the wake-up.
+                if attempt == 1 and reused and isinstance(exc, psycopg.OperationalError):
+                    continue
+                self._warn("wake-up NOTIFY failed; other nodes fall back to polling", exc)
+                return
 
     # -- listening ---------------------------------------------------------------------------
 
