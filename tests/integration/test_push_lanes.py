@@ -5,13 +5,15 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator, Collection, Mapping, Sequence
+import time
+from collections.abc import AsyncIterator, Callable, Collection, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
+import sqlalchemy as sa
 
 from tests.integration.test_store import queue
 from tests.integration.test_store_push import A, B, C, add
@@ -19,7 +21,9 @@ from wagate.core.instances import InstanceService
 from wagate.core.model import DeliveryAttempt, Notification
 from wagate.core.ports import ANY_INSTANCE
 from wagate.core.wakeups import LocalWakeUps
-from wagate.stores import SqlStore
+from wagate.stores import SqlStore, open_store
+from wagate.stores._connect import sync_url
+from wagate.stores.schema import push_lanes
 from wagate.workers.delivery import PushDispatcher
 
 pytestmark = pytest.mark.anyio
@@ -112,10 +116,14 @@ class Running:
 
 @asynccontextmanager
 async def running_dispatcher(
-    store: SqlStore, linger_s: float, poll_interval_s: float = 30
+    store: SqlStore,
+    linger_s: float,
+    poll_interval_s: float = 30,
+    sender: RecordingSender | None = None,
+    clock: Callable[[], float] = time.monotonic,
 ) -> AsyncIterator[Running]:
     """Run a dispatcher over `store` for the block; cancel it and await its end after."""
-    running = Running(CountingClaims(store), RecordingSender(), LocalWakeUps())
+    running = Running(CountingClaims(store), sender or RecordingSender(), LocalWakeUps())
     dispatcher = PushDispatcher(
         running.store,
         InstanceService(store),
@@ -126,6 +134,7 @@ async def running_dispatcher(
         max_interval_s=60,
         poll_interval_s=poll_interval_s,
         linger_s=linger_s,
+        clock=clock,
     )
     task = asyncio.create_task(dispatcher.run())
     try:
@@ -261,3 +270,53 @@ async def test_a_lane_that_ended_on_an_empty_queue_costs_no_claim_after_it(
         # One claim per lane: none again right after a claim that filled fewer slots than it
         # asked for, none after a lane that ended with nothing left.
         assert run.store.claims == 2
+
+
+class GatedSender(RecordingSender):
+    """Holds the first webhook until `gate` is set, as a stalled node would."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.gate = asyncio.Event()
+        self.holding = asyncio.Event()
+
+    async def post(
+        self, url: str, headers: Mapping[str, str], body: bytes, lane: str = ""
+    ) -> DeliveryAttempt:
+        if not self.bodies:
+            self.holding.set()
+            await self.gate.wait()
+        return await super().post(url, headers, body, lane)
+
+
+async def test_a_lane_that_lost_its_lease_stops_before_pushing_again(
+    store: SqlStore, database_url: str
+) -> None:
+    await add(store, A)
+    [_, *rest] = await queue(store, A, 3)
+    sender = GatedSender()
+    stalled_s = 0.0  # how far the dispatcher's clock jumps: the length of the stall
+
+    def clock() -> float:
+        return time.monotonic() + stalled_s
+
+    async with open_store(database_url) as taker:
+        async with running_dispatcher(store, linger_s=30, sender=sender, clock=clock) as run:
+            await asyncio.wait_for(sender.holding.wait(), 10)
+            # While its first push hangs, the lane's lease runs out and another node takes it.
+            engine = sa.create_engine(sync_url(database_url))
+            try:
+                with engine.begin() as conn:
+                    conn.execute(
+                        sa.update(push_lanes).values(lease_until=datetime(2000, 1, 1, tzinfo=UTC))
+                    )
+            finally:
+                engine.dispose()
+            assert await taker.claim_push_lanes(10, timedelta(minutes=5)) == [A]
+            stalled_s = 3600
+            sender.gate.set()
+            await asyncio.wait_for(run.store.released.wait(), 10)
+            # The push in flight went out; the next did not, and what went out left the queue.
+            assert len(sender.bodies) == 1
+            assert [n.receipt_id for n in await store.queued_notifications(A, 10)] == rest
+        assert await taker.renew_push_lane(A, timedelta(minutes=5))  # its lease untouched

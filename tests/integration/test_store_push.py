@@ -91,13 +91,33 @@ async def test_release_and_renew(store: SqlStore) -> None:
     await queue(store, A, 1)
     assert await store.claim_push_lanes(10, LONG) == [A]
     await store.release_push_lane(A)
+    assert not await store.renew_push_lane(A, LONG)  # released: no longer held
     assert await store.claim_push_lanes(10, LONG) == [A]  # at once
-    await store.renew_push_lane(A, EXPIRED)
+    assert await store.renew_push_lane(A, EXPIRED)
     await anyio.sleep(0.002)
-    await store.renew_push_lane(A, LONG)  # renewed in time again: still held
+    assert await store.renew_push_lane(A, LONG)  # lapsed, but nobody took it: held again
     assert await store.claim_push_lanes(10, LONG) == []
-    await store.renew_push_lane(424242, LONG)  # unknown instance: no-op
+    assert not await store.renew_push_lane(424242, LONG)  # unknown instance: no-op
     await store.release_push_lane(424242)
+
+
+async def test_a_holder_whose_lease_was_taken_over_neither_renews_nor_frees_it(
+    database_url: str,
+) -> None:
+    async with open_store(database_url) as stalled, open_store(database_url) as taker:
+        await add(stalled, A)
+        [first, second] = await queue(stalled, A, 2)
+        assert await stalled.claim_push_lanes(10, EXPIRED) == [A]  # then it stalls
+        await anyio.sleep(0.002)
+        assert await taker.claim_push_lanes(10, LONG) == [A]  # the lease lapsed: taken over
+
+        assert not await stalled.renew_push_lane(A, LONG)
+        await stalled.release_push_lane(A, [first])  # what it delivered still leaves the queue
+        assert [n.receipt_id for n in await taker.queued_notifications(A, 10)] == [second]
+        assert await stalled.claim_push_lanes(10, LONG) == []  # the taker's lease stands
+        assert await taker.renew_push_lane(A, LONG)
+        await taker.release_push_lane(A)
+        assert await stalled.claim_push_lanes(10, LONG) == [A]
 
 
 async def test_claimed_lanes_come_oldest_due_head_first(store: SqlStore) -> None:
@@ -399,19 +419,20 @@ async def test_concurrent_claimers_never_hold_one_lane(database_url: str) -> Non
         for lane in lanes:
             await queue(one, lane, 1)
 
-        async def claim(store: SqlStore, results: list[list[int]]) -> None:
-            results.append(await store.claim_push_lanes(3, LONG))
+        async def claim(store: SqlStore, results: list[tuple[SqlStore, list[int]]]) -> None:
+            results.append((store, await store.claim_push_lanes(3, LONG)))
 
         for _ in range(15):
-            results: list[list[int]] = []
+            results: list[tuple[SqlStore, list[int]]] = []
             async with anyio.create_task_group() as tg:
                 for i in range(10):
                     tg.start_soon(claim, (one, two)[i % 2], results)
-            claimed = [lane for result in results for lane in result]
+            claimed = [lane for _, result in results for lane in result]
             assert len(claimed) == len(set(claimed))
             assert set(claimed) == set(lanes)  # 10 x 3 claims cover 20 lanes
-            for lane in claimed:
-                await one.release_push_lane(lane)
+            for holder, result in results:
+                for lane in result:
+                    await holder.release_push_lane(lane)  # only the holder frees its lease
 
 
 # -- migration 0002 ---------------------------------------------------------------------------

@@ -203,8 +203,9 @@ class Store(Protocol):
 
     # -- push delivery ------------------------------------------------------------------------
     # An instance whose webhook URL is set has one delivery lane: whoever holds its lease pushes
-    # its queued notifications in receipt id order, one in flight. Leases are not owned by a
-    # token: a holder renews well before expiry and stops using a lane whose lease it let lapse.
+    # its queued notifications in receipt id order, one in flight. A holder renews well before
+    # expiry; the store renews and frees only a lease its own claim set (the expiry it wrote is
+    # the token), so a holder that stalled past its lease learns it lost the lane and stops.
 
     async def claim_push_lanes(
         self, limit: int, lease: timedelta, named: Collection[int] | None = None
@@ -218,13 +219,18 @@ class Store(Protocol):
         claimers (processes or nodes) never get the same lane while its lease is live."""
         ...
 
-    async def renew_push_lane(self, instance_id: int, lease: timedelta) -> None:
-        """Extend the lane's lease to now + lease (a no-op for an unknown instance)."""
+    async def renew_push_lane(self, instance_id: int, lease: timedelta) -> bool:
+        """Extend the lane's lease to now + lease if this store's claim still holds it; False
+        (and nothing changed) if it does not: the lease lapsed and another claimer took the
+        lane, or the lane was released, or the instance is unknown. A holder that gets False
+        must stop pushing the lane."""
         ...
 
     async def release_push_lane(self, instance_id: int, delivered: Sequence[int] = ()) -> None:
         """Take the `delivered` notifications off the queue (as `mark_delivered`) and free the
-        lane at once, in one transaction: it is claimable again as soon as its head is due."""
+        lane at once, in one transaction: it is claimable again as soon as its head is due.
+        A lease this store no longer holds (taken over after it lapsed) is left to its new
+        holder; the delivered notifications still leave the queue."""
         ...
 
     async def queued_notifications(

@@ -136,13 +136,14 @@ _NEXT_PUSH_DUE = Prepared(
 def claim_lanes(
     conn: Connection,
     limit: int,
-    lease: timedelta,
+    now: datetime,
+    until: datetime,
     *,
     lock_rows: bool,
     named: Collection[int] | None = None,
 ) -> list[int]:
-    """Lease the free, due push lanes (of the `named` instances only, if given), oldest head
-    first; returns their instance ids.
+    """Lease the free, due push lanes (of the `named` instances only, if given) until `until`,
+    oldest head first; returns their instance ids.
 
     With `lock_rows` (PostgreSQL), candidate lane rows are locked with SKIP LOCKED, so
     concurrent claimers take different lanes; the lease is then set by a second statement
@@ -150,7 +151,6 @@ def claim_lanes(
     committed between this statement's snapshot and its lock). Without it, the caller's
     BEGIN IMMEDIATE transaction already excludes other writers (SQLite).
     """
-    now = now_utc()
     params: dict[str, Any] = {"now": now, "limit": limit}
     if named is not None:
         if not named:
@@ -160,15 +160,20 @@ def claim_lanes(
     lane_ids = [row[0] for row in candidates.rows(conn, params)]
     if not lane_ids:
         return []
-    lease_params = {"now": now, "lanes": lane_ids, "until": now + lease}
+    lease_params = {"now": now, "lanes": lane_ids, "until": until}
     claimed = {row[0] for row in _LEASE_LANES.rows(conn, lease_params)}
     return [lane_id for lane_id in lane_ids if lane_id in claimed]
 
 
-_SET_LEASE = Prepared(
-    update(push_lanes)
-    .where(push_lanes.c.instance_id == bindparam("lane"))
-    .values(lease_until=bindparam("until", type_=UtcDateTime))
+# A renewal or release changes the lease only while it is still the one its holder set: the
+# expiry time it last wrote serves as the holder's token (compare and set). A holder that stalled
+# past its lease, whose lane another dispatcher then claimed, must neither extend nor free the
+# new holder's lease: two holders would push one instance at once, out of order.
+_HELD = (push_lanes.c.instance_id == bindparam("lane")) & (
+    push_lanes.c.lease_until == bindparam("held", type_=UtcDateTime)
+)
+_SET_HELD_LEASE = Prepared(
+    update(push_lanes).where(_HELD).values(lease_until=bindparam("until", type_=UtcDateTime))
 )
 # Columns in `Notification`'s field order (`_rows.notification_from_values`).
 _QUEUED_AFTER = Prepared(
@@ -212,6 +217,8 @@ class PushDelivery:
     _writer: SqlRunner
     _reader: SqlRunner
     _marks: GroupCommit[tuple[int, list[int]], int]
+    # The lanes this store leased, with the expiry it last wrote for each (see `_HELD`).
+    _held_leases: dict[int, datetime]
 
     async def claim_push_lanes(
         self, limit: int, lease: timedelta, named: Collection[int] | None = None
@@ -219,24 +226,43 @@ class PushDelivery:
         if limit <= 0 or (named is not None and not named):
             return []
         lock_rows = self._is_postgres
-        return await self._writer.run(
-            lambda conn: claim_lanes(conn, limit, lease, lock_rows=lock_rows, named=named)
+        now = now_utc()
+        until = now + lease
+        lanes: list[int] = await self._writer.run(
+            lambda conn: claim_lanes(conn, limit, now, until, lock_rows=lock_rows, named=named)
         )
+        for lane in lanes:
+            self._held_leases[lane] = until
+        return lanes
 
-    async def renew_push_lane(self, instance_id: int, lease: timedelta) -> None:
-        params = {"lane": instance_id, "until": now_utc() + lease}
-        await self._writer.run(lambda conn: _SET_LEASE.rowcount(conn, params))
+    async def renew_push_lane(self, instance_id: int, lease: timedelta) -> bool:
+        held = self._held_leases.get(instance_id)
+        if held is None:
+            return False
+        until = now_utc() + lease
+        params = {"lane": instance_id, "held": held, "until": until}
+        renewed = await self._writer.run(lambda conn: _SET_HELD_LEASE.rowcount(conn, params)) > 0
+        # Checked again: a release may have run meanwhile, and then the lease is no longer held.
+        if renewed and self._held_leases.get(instance_id) == held:
+            self._held_leases[instance_id] = until
+        else:
+            self._held_leases.pop(instance_id, None)
+        return renewed
 
     async def release_push_lane(self, instance_id: int, delivered: Sequence[int] = ()) -> None:
-        params = {"lane": instance_id, "until": None}
+        held = self._held_leases.pop(instance_id, None)
+        params = {"lane": instance_id, "held": held, "until": None}
         marks = {"instance_id": instance_id, "receipt_ids": list(delivered)}
 
         def release(conn: Connection) -> None:
+            # Delivered is delivered, whoever holds the lane now.
             if marks["receipt_ids"]:
                 _MARK_DELIVERED.rowcount(conn, marks)
-            _SET_LEASE.rowcount(conn, params)
+            if held is not None:
+                _SET_HELD_LEASE.rowcount(conn, params)
 
-        await self._writer.run(release)
+        if held is not None or delivered:
+            await self._writer.run(release)
 
     async def queued_notifications(
         self, instance_id: int, limit: int, after_receipt_id: int = 0

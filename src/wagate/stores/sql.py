@@ -212,6 +212,7 @@ class SqlStore(PushDelivery):
             self._writer, self._complete_jobs, max_batch=_MAX_COMPLETION_BATCH
         )
         self._marks = GroupCommit(self._writer, self._mark_batch, max_batch=_MAX_MARK_BATCH)
+        self._held_leases = {}
 
     @property
     def engines(self) -> tuple[SqlRunner, SqlRunner]:
@@ -560,6 +561,7 @@ class SqlStore(PushDelivery):
             conn.execute(update(push_lanes).values(lease_until=None))
 
         await self._writer.run(release)
+        self._held_leases.clear()
 
     # -- notifications -----------------------------------------------------------------------
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 
 from wagate.core.instances import InstanceService
@@ -41,6 +42,7 @@ class PushDispatcher:
         max_interval_s: float,
         poll_interval_s: float,
         linger_s: float = LINGER_S,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._store = store
         self._instances = instances
@@ -50,6 +52,8 @@ class PushDispatcher:
         self._max_interval_s = max_interval_s
         self._poll_interval_s = poll_interval_s
         self._linger_s = linger_s
+        # When lanes renew their leases (a parameter so tests can stall a lane past its lease).
+        self._clock = clock
         # Outlasts a whole batch of slow attempts only if renewed; renewed well before expiry.
         self._lease = timedelta(seconds=max(10.0, timeout_s * 2 + 5))
         self._lanes: dict[int, asyncio.Task[None]] = {}
@@ -160,7 +164,7 @@ class PushDispatcher:
         the next batch is read, and what is left at the end goes with the lane's release (one
         transaction for both: at low rates a lane delivers one notification, lingers and
         ends)."""
-        renewed_at = time.monotonic()
+        renewed_at = self._clock()
         lingered = False
         # Whether the last read emptied the queue, and the wake-up mark taken before it.
         drained = False
@@ -192,12 +196,21 @@ class PushDispatcher:
                 continue
             lingered = False
             for notification in batch:
+                # Renewed before an attempt, not after: a lane that stalled past its lease
+                # (and was taken over) learns it here, before it pushes again.
+                if self._clock() - renewed_at > self._lease.total_seconds() / 3:
+                    renewing_at = self._clock()
+                    if not await self._store.renew_push_lane(instance_id, self._lease):
+                        logger.warning(
+                            "a push lane's lease lapsed and another dispatcher took it over; "
+                            "this one stops",
+                            extra={"action": "lane_lost", "instance": instance_id},
+                        )
+                        return None
+                    renewed_at = renewing_at
                 if not await self._deliver_one(instance, notification):
                     return None
                 marking.append(notification.receipt_id)
-                if time.monotonic() - renewed_at > self._lease.total_seconds() / 3:
-                    await self._store.renew_push_lane(instance_id, self._lease)
-                    renewed_at = time.monotonic()
 
     async def _next_batch(
         self, instance_id: int, marking: list[int]
