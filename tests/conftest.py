@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
@@ -108,13 +109,24 @@ def empty_database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     return make(None)
 
 
+@pytest.fixture(scope="session")
+def sqlite_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A SQLite file migrated once per session, copied for each test that needs one (migrating
+    costs ~50 ms a test, copying ~1 ms)."""
+    path = tmp_path_factory.mktemp("sqlite-template") / "wagate.sqlite3"
+    migrate(f"sqlite:///{path}")
+    # Every connection is closed by now, so the write-ahead log is folded into the file.
+    assert not path.with_name(path.name + "-wal").exists()
+    return path
+
+
 @pytest.fixture(params=_DATABASE_KINDS)
 def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     """The sync URL of a migrated database with no rows."""
     if request.param == "sqlite":
-        url = f"sqlite:///{tmp_path / 'wagate.sqlite3'}"
-        migrate(url)
-        return url
+        path = tmp_path / "wagate.sqlite3"
+        shutil.copyfile(request.getfixturevalue("sqlite_template"), path)
+        return f"sqlite:///{path}"
     make: Callable[[str | None], str] = request.getfixturevalue("postgres_database")
     return make(request.getfixturevalue("postgres_template"))
 
