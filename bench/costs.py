@@ -149,7 +149,8 @@ def moderate(report: Report, rate: float, instances: int, seconds: float, tmp: P
         )
         assert receiver.wait_for(count, timeout_s=60 + count / 50), "not every webhook arrived"
         cpu = cpu_seconds(server.pid) - before
-        busy = cpu / (time.monotonic() - began)
+        elapsed = time.monotonic() - began
+        busy = cpu / elapsed
         after_ops = read_opstats(server, stats)
     finally:
         server.stop()
@@ -168,14 +169,16 @@ def moderate(report: Report, rate: float, instances: int, seconds: float, tmp: P
         f"{sent['ack_ms']['p99']:.1f} ms"
     )
     rows = []
-    for name, (ops, op_cpu, _wall) in after_ops.items():
-        done_before, cpu_before, _ = before_ops.get(name, (0, 0.0, 0.0))
+    for name, (ops, op_cpu, op_wall) in after_ops.items():
+        done_before, cpu_before, wall_before = before_ops.get(name, (0, 0.0, 0.0))
         if ops > done_before:
-            rows.append((op_cpu - cpu_before, name, int(ops - done_before)))
-    for spent, name, ops in sorted(rows, reverse=True):
+            rows.append((op_cpu - cpu_before, op_wall - wall_before, name, int(ops - done_before)))
+    wall_busy = sum(row[1] for row in rows) / elapsed
+    report.note(f"the store thread ran operations {wall_busy:.0%} of the time (wall)")
+    for spent, wall, name, ops in sorted(rows, reverse=True):
         report.note(
-            f"store operation {name}: {ops:,} runs, {1e6 * spent / ops:,.0f} us CPU each, "
-            f"{1e6 * spent / count:,.1f} us per request"
+            f"store operation {name}: {ops:,} runs, {1e6 * spent / ops:,.0f} us CPU "
+            f"({1e6 * wall / ops:,.0f} us wall) each, {1e6 * spent / count:,.1f} us per request"
         )
 
 
@@ -303,15 +306,26 @@ def main() -> None:
     parser = arg_parser(__doc__)
     parser.add_argument("--rate", type=float, default=2000, help="moderate part: requests/s")
     parser.add_argument("--instances", type=int, default=10, help="moderate part: instances")
+    parser.add_argument(
+        "--only",
+        choices=("saturated", "moderate", "hops", "wakes"),
+        action="append",
+        help="run only this part (repeatable; default: all four)",
+    )
     args = parser.parse_args()
+    parts = set(args.only or ("saturated", "moderate", "hops", "wakes"))
     require_wrk()
     smoke = args.smoke
     report = Report("COSTS", "server CPU per request and per store operation", smoke)
     with work_dir(args.keep) as tmp:
-        saturated(report, 1 if smoke else args.repeats, 1 if smoke else 4, tmp)
-        moderate(report, 200 if smoke else args.rate, args.instances, 1 if smoke else 6, tmp)
-        store_hops(report, 1 if smoke else args.repeats, 100 if smoke else 2000, tmp)
-        idle_wakes(report, 1 if smoke else args.repeats, 10 if smoke else 200, tmp)
+        if "saturated" in parts:
+            saturated(report, 1 if smoke else args.repeats, 1 if smoke else 4, tmp)
+        if "moderate" in parts:
+            moderate(report, 200 if smoke else args.rate, args.instances, 1 if smoke else 6, tmp)
+        if "hops" in parts:
+            store_hops(report, 1 if smoke else args.repeats, 100 if smoke else 2000, tmp)
+        if "wakes" in parts:
+            idle_wakes(report, 1 if smoke else args.repeats, 10 if smoke else 200, tmp)
     report.finish(args.json)
 
 
