@@ -68,6 +68,38 @@ def fill_notifications(database_url: str, instance_ids: Sequence[int], total: in
     return time.monotonic() - started
 
 
+def queue_avatar_jobs(database_url: str, instance_ids: Sequence[int], total: int) -> float:
+    """Queue `total` getAvatarAsync jobs spread round-robin over `instance_ids`, unclaimed, as
+    an acknowledgement writes them (job i asks for the chat `<12000000000 + i>@c.us`). Returns
+    the seconds it took."""
+    from sqlalchemy import text
+
+    started = time.monotonic()
+    now = datetime.now(UTC).replace(tzinfo=None)
+    engine = _engine(database_url)
+    with engine.begin() as conn:
+        conn.execute(text("CREATE TEMP TABLE bench_job_ids (k INTEGER PRIMARY KEY, id INTEGER)"))
+        conn.execute(
+            text("INSERT INTO bench_job_ids (k, id) VALUES (:k, :id)"),
+            [{"k": k, "id": i} for k, i in enumerate(instance_ids)],
+        )
+        conn.execute(
+            text(
+                "WITH RECURSIVE n(i) AS (SELECT 0 UNION ALL SELECT i + 1 FROM n WHERE i < :last) "
+                "INSERT INTO avatar_jobs (instance_id, chat_id, created_at, claimed_until) "
+                "SELECT ids.id, (12000000000 + n.i) || '@c.us', :created, NULL "
+                "FROM n JOIN bench_job_ids AS ids ON ids.k = n.i % :count"
+            ),
+            {
+                "last": total - 1,
+                "count": len(instance_ids),
+                "created": now.isoformat(sep=" "),
+            },
+        )
+    engine.dispose()
+    return time.monotonic() - started
+
+
 def create_instances(
     database_url: str, count: int, first_id: int = 1_150_000_000
 ) -> list[Instance]:

@@ -15,6 +15,12 @@ the same server, interleaved run by run. Memory: VmRSS after the runs and VmHWM 
 number of /ping calls.
 
 Targets: receiveNotification p99 <= 10 ms; RSS <= 300 MB.
+
+Context (no target): how fast the avatar worker drains getAvatarAsync jobs spread one per
+instance over all the instances, against the same number of jobs over 10 instances. The jobs
+are queued by bulk SQL while the server is stopped; the server then starts, drains them and is
+stopped again; the rate is the jobs over the time from the first completion to the last (the
+notifications' `created_at`, stamped by the server), so start-up and polling do not count.
 """
 
 from __future__ import annotations
@@ -24,14 +30,16 @@ import subprocess
 import time
 from pathlib import Path
 
-from bulk import create_instances, fill_notifications
+from bulk import create_instances, fill_notifications, queue_avatar_jobs
 from common import (
     Figure,
     Report,
     Server,
     arg_parser,
+    drain_avatar_jobs,
     memory_kib,
     run_helper,
+    sqlite_scalar,
     wagate_executable,
     work_dir,
 )
@@ -44,6 +52,27 @@ def latency_run(server: Server, instances_file: Path, requests: int, ping: bool)
     if not ping and set(result["statuses"]) != {"200"}:
         raise SystemExit(f"receiveNotification answered {result['statuses']}")
     return float(result["latency_ms"]["p99"])
+
+
+def drain_rate(server: Server, instance_ids: list[int], jobs: int) -> float:
+    """Queue `jobs` over `instance_ids` while the server is stopped, let it drain them, and
+    return jobs per second between the first and the last completion."""
+    before = sqlite_scalar(server, "SELECT coalesce(max(receipt_id), 0) FROM notifications")
+    queue_avatar_jobs(server.database_url, instance_ids, jobs)
+    server.start(timeout_s=300)
+    try:
+        drain_avatar_jobs(server, timeout_s=600)
+    finally:
+        server.stop()
+    done = sqlite_scalar(server, f"SELECT count(*) FROM notifications WHERE receipt_id > {before}")
+    if done != jobs:
+        raise SystemExit(f"{jobs} avatar jobs queued, {done} notifications came of them")
+    span_us = sqlite_scalar(
+        server,
+        "SELECT CAST((julianday(max(created_at)) - julianday(min(created_at))) * 86400e6 "
+        f"AS INTEGER) FROM notifications WHERE receipt_id > {before}",
+    )
+    return jobs / max(span_us / 1e6, 1e-3)
 
 
 def main() -> None:
@@ -98,6 +127,11 @@ def main() -> None:
             mem = memory_kib(server.pid)
         finally:
             server.stop()
+        ids = [i.id for i in instances]
+        spread, few = [], []
+        for _ in range(repeats):
+            spread.append(drain_rate(server, ids, len(ids)))
+            few.append(drain_rate(server, ids[:10], len(ids)))
     report.add(
         Figure(
             "P5.receive_p99",
@@ -135,6 +169,16 @@ def main() -> None:
             "value",
             "<=",
             300,
+        )
+    )
+    report.add(
+        Figure(
+            "P5.jobs_spread",
+            f"avatar jobs drained, one per instance over {n_instances:,} instances",
+            "jobs/s",
+            spread,
+            "the same number of jobs over 10 instances, jobs/s",
+            few,
         )
     )
     report.finish(args.json)

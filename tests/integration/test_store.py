@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Coroutine
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import anyio
 import pytest
@@ -395,6 +397,78 @@ async def test_claim_candidates_do_not_scan_the_instances_on_sqlite(store: SqlSt
         driver = conn.connection.dbapi_connection
         assert driver is not None
         rows = driver.execute(f"EXPLAIN QUERY PLAN {sql}", ("2026-01-01", 1, 0)).fetchall()
+        return [str(row[3]) for row in rows]
+
+    steps = await writer.run(plan)
+    assert "SEARCH instances USING INTEGER PRIMARY KEY (rowid=?)" in steps
+    assert not [step for step in steps if step.startswith("SCAN instances")]
+
+
+def claim_in_window(
+    store: SqlStore, limit: int, window: int
+) -> Coroutine[Any, Any, list[AvatarJob]]:
+    writer, _ = store.engines
+    lock_rows = writer.is_postgres
+    return writer.run(
+        lambda conn: queues.claim_jobs(conn, limit, BATCH, LONG, lock_rows=lock_rows, window=window)
+    )
+
+
+async def test_claim_in_a_window_of_the_oldest_jobs_stays_oldest_queue_first(
+    store: SqlStore,
+) -> None:
+    # Jobs in id order: a1 b1 a2 c1 d1. A window of two jobs holds instances a and b.
+    for k in range(1, 5):
+        await store.create_instance(make_instance(1101000000 + k, f"110012345{k:02d}"))
+    a1 = await store.enqueue_avatar_job(1101000001, "a1@c.us")
+    b1 = await store.enqueue_avatar_job(1101000002, "b1@c.us")
+    a2 = await store.enqueue_avatar_job(1101000001, "a2@c.us")
+    c1 = await store.enqueue_avatar_job(1101000003, "c1@c.us")
+    d1 = await store.enqueue_avatar_job(1101000004, "d1@c.us")
+    assert await claim_in_window(store, 1, window=2) == [a1, a2]
+    # The window now holds one claimable instance (b) for two asked: the walk over every
+    # instance with jobs answers, still oldest queue first.
+    assert await claim_in_window(store, 2, window=2) == [b1, c1]
+    assert await claim_in_window(store, 5, window=2) == [d1]
+    assert await claim_in_window(store, 5, window=2) == []
+
+
+async def test_claim_skips_the_walk_over_every_instance_when_the_window_suffices(
+    store: SqlStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    walks: list[int] = []
+    for name in ("_FREE_CLAIMABLE_INSTANCES", "_LOCK_CLAIMABLE_INSTANCES"):
+        walk = getattr(queues, name)
+
+        class CountedWalk:
+            def __init__(self, walk: Any = walk) -> None:
+                self._walk = walk
+
+            def rows(self, conn: Connection, params: Any) -> list[tuple[Any, ...]]:
+                walks.append(params["limit"])
+                return list(self._walk.rows(conn, params))
+
+        monkeypatch.setattr(queues, name, CountedWalk())
+    for k in range(1, 41):
+        await store.create_instance(make_instance(1101000000 + k, f"110012345{k:02d}"))
+    jobs = [await store.enqueue_avatar_job(1101000000 + k, f"{k}@c.us") for k in range(1, 41)]
+    assert await store.claim_avatar_jobs(8, LONG, per_instance=BATCH) == jobs[:8]
+    assert await store.claim_avatar_jobs(8, LONG, per_instance=BATCH) == jobs[8:16]
+    assert walks == []
+    # Fewer claimable instances than asked for: the walk makes sure there are no more.
+    assert await store.claim_avatar_jobs(30, LONG, per_instance=BATCH) == jobs[16:]
+    assert walks == [30]
+
+
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+async def test_claim_window_does_not_scan_the_instances_on_sqlite(store: SqlStore) -> None:
+    writer, _ = store.engines
+
+    def plan(conn: Connection) -> list[str]:
+        sql = queues._FREE_WINDOW_INSTANCES.sqlite_sql(conn.dialect)
+        driver = conn.connection.dbapi_connection
+        assert driver is not None
+        rows = driver.execute(f"EXPLAIN QUERY PLAN {sql}", (64, 0, "2026-01-01", 1, 0)).fetchall()
         return [str(row[3]) for row in rows]
 
     steps = await writer.run(plan)

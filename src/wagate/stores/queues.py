@@ -175,6 +175,24 @@ _job_instances = select(
 )
 
 
+# The instances of the `window` oldest jobs (a walk of the primary key). Every instance whose
+# oldest job is not among them ranks after all of them, so when these include `limit`
+# claimable instances they are exactly the `limit` oldest claimable queues, found without the
+# walk over every instance with jobs (with 20,000 instances holding one job each, that walk
+# took ~38 ms of SQLite per claim; the window, 64 jobs + 4 per instance asked for, ~0.1 ms).
+# A bigger window finds enough more often but costs every claim more.
+CLAIM_WINDOW = 64
+CLAIM_WINDOW_PER_INSTANCE = 4
+_window = avatar_jobs.alias("early")
+_window_instances = select(
+    select(_window.c.instance_id)
+    .order_by(_window.c.id)
+    .limit(bindparam("window"))
+    .subquery("oldest_jobs")
+    .c.instance_id
+)
+
+
 def _claimable_instances(has_jobs: ColumnElement[bool]) -> Select[tuple[int]]:
     return (
         select(instances.c.id)
@@ -196,6 +214,12 @@ _LOCK_CLAIMABLE_INSTANCES = Prepared(
     ).with_for_update(skip_locked=True, key_share=True)
 )
 _FREE_CLAIMABLE_INSTANCES = Prepared(_claimable_instances(instances.c.id.in_(_job_instances)))
+_LOCK_WINDOW_INSTANCES = Prepared(
+    _claimable_instances(
+        instances.c.id == any_(func.array(_window_instances.scalar_subquery()))
+    ).with_for_update(skip_locked=True, key_share=True)
+)
+_FREE_WINDOW_INSTANCES = Prepared(_claimable_instances(instances.c.id.in_(_window_instances)))
 # The id of a chosen instance's `per_instance`-th oldest job (NULL when it has fewer): the last
 # one of its batch. One walk of the (instance_id, id) index, however long the queue is.
 _batch_end = (
@@ -229,7 +253,13 @@ _CLAIM_OLDEST_JOBS = Prepared(
 
 
 def claim_jobs(
-    conn: Connection, limit: int, per_instance: int, lease: timedelta, *, lock_rows: bool
+    conn: Connection,
+    limit: int,
+    per_instance: int,
+    lease: timedelta,
+    *,
+    lock_rows: bool,
+    window: int | None = None,
 ) -> list[AvatarJob]:
     """Claim the oldest `per_instance` jobs (or all, if fewer) of up to `limit` instances with no
     live claim, oldest queue first; all get `claimed_until = now + lease`. Returned by id.
@@ -239,10 +269,23 @@ def claim_jobs(
     whose fresh READ COMMITTED snapshot sees every claim committed before the lock was granted
     (and skips an instance that has one). Without it, the caller's BEGIN IMMEDIATE transaction
     already excludes other writers. Either way no two claimers ever hold jobs of one instance
-    at the same time."""
+    at the same time.
+
+    The candidates are looked for among the instances of the `window` oldest jobs first (by
+    default `CLAIM_WINDOW + CLAIM_WINDOW_PER_INSTANCE * limit`); only if those hold fewer than
+    `limit` claimable ones (few instances have jobs, or the oldest jobs belong to instances
+    being worked on) are all instances with jobs walked."""
+    if window is None:
+        window = CLAIM_WINDOW + CLAIM_WINDOW_PER_INSTANCE * limit
     now = now_utc()
-    candidates = _LOCK_CLAIMABLE_INSTANCES if lock_rows else _FREE_CLAIMABLE_INSTANCES
-    instance_ids = [row[0] for row in candidates.rows(conn, {"now": now, "limit": limit})]
+    if lock_rows:
+        in_window, everywhere = _LOCK_WINDOW_INSTANCES, _LOCK_CLAIMABLE_INSTANCES
+    else:
+        in_window, everywhere = _FREE_WINDOW_INSTANCES, _FREE_CLAIMABLE_INSTANCES
+    params = {"now": now, "limit": limit, "window": window}
+    instance_ids = [row[0] for row in in_window.rows(conn, params)]
+    if len(instance_ids) < limit:
+        instance_ids = [row[0] for row in everywhere.rows(conn, {"now": now, "limit": limit})]
     if not instance_ids:
         return []
     params = {
