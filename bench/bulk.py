@@ -33,71 +33,68 @@ def _engine(database_url: str) -> Engine:
     return create_engine(database_url)
 
 
-def fill_notifications(database_url: str, instance_ids: Sequence[int], total: int) -> float:
-    """Queue `total` avatarInfo notifications spread round-robin over `instance_ids` (receipt ids
-    interleave across instances, as real traffic would). Notification i carries the distinct
-    chatId `<11000000000 + i>@c.us`. Returns the seconds it took."""
+def _insert_round_robin(
+    database_url: str,
+    instance_ids: Sequence[int],
+    total: int,
+    into: str,
+    values: str,
+    **params: object,
+) -> float:
+    """`INSERT INTO <into> SELECT <values>` for rows i = 0 .. total - 1, generated inside SQLite
+    by a recursive CTE: `values` may use `n.i` and `ids.id`, the instance
+    instance_ids[i % len(instance_ids)]. Returns the seconds it took."""
     from sqlalchemy import text
 
     started = time.monotonic()
-    now = datetime.now(UTC).replace(tzinfo=None)  # the store keeps naive UTC on SQLite
     engine = _engine(database_url)
     with engine.begin() as conn:
-        conn.execute(text("CREATE TEMP TABLE bench_ids (k INTEGER PRIMARY KEY, id INTEGER)"))
+        conn.execute(text("CREATE TEMP TABLE ids (k INTEGER PRIMARY KEY, id INTEGER)"))
         conn.execute(
-            text("INSERT INTO bench_ids (k, id) VALUES (:k, :id)"),
+            text("INSERT INTO ids (k, id) VALUES (:k, :id)"),
             [{"k": k, "id": i} for k, i in enumerate(instance_ids)],
         )
         conn.execute(
             text(
                 "WITH RECURSIVE n(i) AS (SELECT 0 UNION ALL SELECT i + 1 FROM n WHERE i < :last) "
-                "INSERT INTO notifications (instance_id, body, status, webhook_id, created_at, "
-                "attempts, last_error) "
-                f"SELECT ids.id, {_BODY_SQL}, 'queued', 'msg_' || lower(hex(randomblob(16))), "
-                ":created, 0, '' FROM n JOIN bench_ids AS ids ON ids.k = n.i % :count"
+                f"INSERT INTO {into} SELECT {values} FROM n JOIN ids ON ids.k = n.i % :count"
             ),
-            {
-                "last": total - 1,
-                "count": len(instance_ids),
-                "ts": int(now.replace(tzinfo=UTC).timestamp()),
-                "created": now.isoformat(sep=" "),
-                "tail": _TAIL,
-            },
+            {"last": total - 1, "count": len(instance_ids), **params},
         )
     engine.dispose()
     return time.monotonic() - started
+
+
+def fill_notifications(database_url: str, instance_ids: Sequence[int], total: int) -> float:
+    """Queue `total` avatarInfo notifications spread round-robin over `instance_ids` (receipt ids
+    interleave across instances, as real traffic would). Notification i carries the distinct
+    chatId `<11000000000 + i>@c.us`. Returns the seconds it took."""
+    now = datetime.now(UTC).replace(tzinfo=None)  # the store keeps naive UTC on SQLite
+    return _insert_round_robin(
+        database_url,
+        instance_ids,
+        total,
+        "notifications (instance_id, body, status, webhook_id, created_at, attempts, last_error)",
+        f"ids.id, {_BODY_SQL}, 'queued', 'msg_' || lower(hex(randomblob(16))), :created, 0, ''",
+        ts=int(now.replace(tzinfo=UTC).timestamp()),
+        created=now.isoformat(sep=" "),
+        tail=_TAIL,
+    )
 
 
 def queue_avatar_jobs(database_url: str, instance_ids: Sequence[int], total: int) -> float:
     """Queue `total` getAvatarAsync jobs spread round-robin over `instance_ids`, unclaimed, as
     an acknowledgement writes them (job i asks for the chat `<12000000000 + i>@c.us`). Returns
     the seconds it took."""
-    from sqlalchemy import text
-
-    started = time.monotonic()
     now = datetime.now(UTC).replace(tzinfo=None)
-    engine = _engine(database_url)
-    with engine.begin() as conn:
-        conn.execute(text("CREATE TEMP TABLE bench_job_ids (k INTEGER PRIMARY KEY, id INTEGER)"))
-        conn.execute(
-            text("INSERT INTO bench_job_ids (k, id) VALUES (:k, :id)"),
-            [{"k": k, "id": i} for k, i in enumerate(instance_ids)],
-        )
-        conn.execute(
-            text(
-                "WITH RECURSIVE n(i) AS (SELECT 0 UNION ALL SELECT i + 1 FROM n WHERE i < :last) "
-                "INSERT INTO avatar_jobs (instance_id, chat_id, created_at, claimed_until) "
-                "SELECT ids.id, (12000000000 + n.i) || '@c.us', :created, NULL "
-                "FROM n JOIN bench_job_ids AS ids ON ids.k = n.i % :count"
-            ),
-            {
-                "last": total - 1,
-                "count": len(instance_ids),
-                "created": now.isoformat(sep=" "),
-            },
-        )
-    engine.dispose()
-    return time.monotonic() - started
+    return _insert_round_robin(
+        database_url,
+        instance_ids,
+        total,
+        "avatar_jobs (instance_id, chat_id, created_at, claimed_until)",
+        "ids.id, (12000000000 + n.i) || '@c.us', :created, NULL",
+        created=now.isoformat(sep=" "),
+    )
 
 
 def create_instances(

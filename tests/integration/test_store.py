@@ -389,14 +389,26 @@ async def test_claim_finds_the_instances_with_jobs_among_many_without(store: Sql
 
 
 @pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
-async def test_claim_candidates_do_not_scan_the_instances_on_sqlite(store: SqlStore) -> None:
+@pytest.mark.parametrize(
+    ("candidates", "params"),
+    [
+        # now, limit, offset
+        (queues._FREE_CLAIMABLE_INSTANCES, ("2026-01-01", 1, 0)),
+        # window, its offset, now, limit, offset
+        (queues._FREE_WINDOW_INSTANCES, (64, 0, "2026-01-01", 1, 0)),
+    ],
+    ids=["walk", "window"],
+)
+async def test_claim_candidates_do_not_scan_the_instances_on_sqlite(
+    store: SqlStore, candidates: Any, params: tuple[object, ...]
+) -> None:
     writer, _ = store.engines
 
     def plan(conn: Connection) -> list[str]:
-        sql = queues._FREE_CLAIMABLE_INSTANCES.sqlite_sql(conn.dialect)
+        sql = candidates.sqlite_sql(conn.dialect)
         driver = conn.connection.dbapi_connection
         assert driver is not None
-        rows = driver.execute(f"EXPLAIN QUERY PLAN {sql}", ("2026-01-01", 1, 0)).fetchall()
+        rows = driver.execute(f"EXPLAIN QUERY PLAN {sql}", params).fetchall()
         return [str(row[3]) for row in rows]
 
     steps = await writer.run(plan)
@@ -458,22 +470,6 @@ async def test_claim_skips_the_walk_over_every_instance_when_the_window_suffices
     # Fewer claimable instances than asked for: the walk makes sure there are no more.
     assert await store.claim_avatar_jobs(30, LONG, per_instance=BATCH) == jobs[16:]
     assert walks == [30]
-
-
-@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
-async def test_claim_window_does_not_scan_the_instances_on_sqlite(store: SqlStore) -> None:
-    writer, _ = store.engines
-
-    def plan(conn: Connection) -> list[str]:
-        sql = queues._FREE_WINDOW_INSTANCES.sqlite_sql(conn.dialect)
-        driver = conn.connection.dbapi_connection
-        assert driver is not None
-        rows = driver.execute(f"EXPLAIN QUERY PLAN {sql}", (64, 0, "2026-01-01", 1, 0)).fetchall()
-        return [str(row[3]) for row in rows]
-
-    steps = await writer.run(plan)
-    assert "SEARCH instances USING INTEGER PRIMARY KEY (rowid=?)" in steps
-    assert not [step for step in steps if step.startswith("SCAN instances")]
 
 
 async def test_expired_lease_lets_another_claim_take_over(store: SqlStore) -> None:
