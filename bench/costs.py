@@ -11,21 +11,25 @@ notification pushed to `receiver.py`, as in P2): server CPU per request end to e
 store operation (one transaction in the store thread) its count and thread CPU.
 Store hops (a SQLite store opened in this process, no server): the CPU of one store operation
 that does nothing (an empty read), run in the store thread alone, and started from an event
-loop one at a time or ten at a time: what the trip to the store thread and back costs.
-Idle wakes (the same kind of store): the thread CPU of a one-row write transaction back to back
-and after 20 ms of idleness, which on small VMs costs many times more (every first system call
-and page touch after the CPU idled is slow): the price every operation pays at low rates.
+loop one at a time or ten at a time: what the trip to the store thread and back costs, with
+the threads on one CPU (as `serve` keeps a SQLite server) and free to run on any.
+Idle wakes (the same kind of store, on one CPU): the thread CPU of a one-row write transaction
+back to back and after 20 ms of idleness, which on small VMs costs many times more (every first
+system call and page touch after the CPU idled is slow): the price every operation pays at low
+rates.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import json
 import os
 import signal
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -182,17 +186,34 @@ def moderate(report: Report, rate: float, instances: int, seconds: float, tmp: P
         )
 
 
+@contextlib.contextmanager
+def on_one_cpu(pinned: bool) -> Iterator[None]:
+    """This thread, and the threads it starts meanwhile, on the highest CPU as `wagate serve`
+    keeps a SQLite server (`WAGATE_CPU_AFFINITY=auto`), or left where they are."""
+    before = os.sched_getaffinity(0)
+    if pinned:
+        os.sched_setaffinity(0, {max(before)})
+    try:
+        yield
+    finally:
+        os.sched_setaffinity(0, before)
+
+
 def store_hops(report: Report, repeats: int, calls: int, tmp: Path) -> None:
+    """Empty store operations, the store's threads on one CPU as `serve` runs them, and free
+    to run on any (the default before `WAGATE_CPU_AFFINITY`)."""
     from wagate.stores import migrate, open_store
 
     url = f"sqlite:///{tmp / 'hops.sqlite3'}"
     migrate(url)
-    alone, one, ten = [], [], []
+    alone: list[float] = []
+    one: dict[bool, list[float]] = {True: [], False: []}
+    ten: dict[bool, list[float]] = {True: [], False: []}
 
     def nothing(conn: Any) -> None:
         return None
 
-    async def measure() -> None:
+    async def measure(pinned: bool) -> None:
         async with open_store(url) as store:
             _, reader = store.engines
             done = threading.Event()
@@ -205,30 +226,43 @@ def store_hops(report: Report, repeats: int, calls: int, tmp: Path) -> None:
                 spent.append(time.process_time() - began)
                 done.set()
 
-            for _ in range(repeats):
+            if pinned:
                 done.clear()
                 reader.submit(in_thread)
                 await asyncio.to_thread(done.wait)
                 alone.append(1e6 * spent[-1] / calls)
-                began = time.process_time()
-                for _ in range(calls):
-                    await reader.run(nothing)
-                one.append(1e6 * (time.process_time() - began) / calls)
-                began = time.process_time()
-                for _ in range(calls // 10):
-                    await asyncio.gather(*(reader.run(nothing) for _ in range(10)))
-                ten.append(1e6 * (time.process_time() - began) / (calls // 10 * 10))
+            began = time.process_time()
+            for _ in range(calls):
+                await reader.run(nothing)
+            one[pinned].append(1e6 * (time.process_time() - began) / calls)
+            began = time.process_time()
+            for _ in range(calls // 10):
+                await asyncio.gather(*(reader.run(nothing) for _ in range(10)))
+            ten[pinned].append(1e6 * (time.process_time() - began) / (calls // 10 * 10))
 
-    asyncio.run(measure())
+    for _ in range(repeats):
+        for pinned in (True, False):
+            with on_one_cpu(pinned):
+                asyncio.run(measure(pinned))
     report.add(Figure("costs.op_alone", "empty store operation in the store thread", "us", alone))
     report.add(
         Figure(
             "costs.op_hop",
             "empty store operation from the event loop, one at a time (process CPU)",
             "us",
-            one,
+            one[True],
             "in the store thread us",
             alone,
+        )
+    )
+    report.add(
+        Figure(
+            "costs.op_hop_floating",
+            "the same with the threads free to run on any CPU (WAGATE_CPU_AFFINITY=off)",
+            "us",
+            one[False],
+            "on one CPU us",
+            one[True],
         )
     )
     report.add(
@@ -236,9 +270,19 @@ def store_hops(report: Report, repeats: int, calls: int, tmp: Path) -> None:
             "costs.op_hop_10",
             "empty store operations from the event loop, ten at a time (process CPU each)",
             "us",
-            ten,
+            ten[True],
             "one at a time us",
-            one,
+            one[True],
+        )
+    )
+    report.add(
+        Figure(
+            "costs.op_hop_10_floating",
+            "the same with the threads free to run on any CPU",
+            "us",
+            ten[False],
+            "on one CPU us",
+            ten[True],
         )
     )
 
@@ -252,7 +296,8 @@ def idle_wakes(report: Report, repeats: int, calls: int, tmp: Path) -> None:
 
     url = f"sqlite:///{tmp / 'idle.sqlite3'}"
     migrate(url)
-    back_to_back, after_idle = [], []
+    back_to_back: list[float] = []
+    after_idle: list[float] = []
     upsert = text("INSERT OR REPLACE INTO meta (key, value) VALUES ('costs', :value)")
 
     async def measure() -> None:
@@ -262,7 +307,7 @@ def idle_wakes(report: Report, repeats: int, calls: int, tmp: Path) -> None:
             def write(conn: Any, value: str) -> None:
                 conn.execute(upsert, {"value": value})
 
-            def run(gap_s: float) -> float:
+            def run(gap_s: float, into: list[float], done: threading.Event) -> None:
                 spent = 0.0
                 for n in range(calls):
                     if gap_s:
@@ -270,13 +315,22 @@ def idle_wakes(report: Report, repeats: int, calls: int, tmp: Path) -> None:
                     began = time.thread_time()
                     writer.call(functools.partial(write, value=str(n)))
                     spent += time.thread_time() - began
-                return 1e6 * spent / calls
+                into.append(1e6 * spent / calls)
+                done.set()
+
+            async def in_store_thread(gap_s: float, into: list[float]) -> None:
+                # In the store's own writer thread: a connection is kept per thread, and the
+                # pool has no second one for a thread of asyncio's executor.
+                done = threading.Event()
+                writer.submit(functools.partial(run, gap_s, into, done))
+                await asyncio.to_thread(done.wait)
 
             for _ in range(repeats):
-                back_to_back.append(await asyncio.to_thread(run, 0))
-                after_idle.append(await asyncio.to_thread(run, 0.02))
+                await in_store_thread(0, back_to_back)
+                await in_store_thread(0.02, after_idle)
 
-    asyncio.run(measure())
+    with on_one_cpu(True):
+        asyncio.run(measure())
     report.add(
         Figure("costs.write_hot", "one-row write transaction, back to back", "us", back_to_back)
     )

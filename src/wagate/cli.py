@@ -19,6 +19,7 @@ from wagate.bootstrap import Runtime, open_runtime
 from wagate.config import ConfigError, Settings, settings_from_env
 from wagate.core.errors import WagateError
 from wagate.core.model import Instance, InstanceState, NotificationStatus
+from wagate.cpu_affinity import AffinityError, parse_cpu_affinity, pin_process
 from wagate.engines.sandbox_demo import DEMO_PHONE, write_demo_world
 from wagate.engines.sandbox_world import load_world_file
 
@@ -151,6 +152,14 @@ def main(verbose: bool) -> None:
     show_default=True,
     help="Apply database migrations at start (turn off when `wagate migrate` runs separately).",
 )
+@click.option(
+    "--cpu-affinity",
+    envvar="WAGATE_CPU_AFFINITY",
+    show_envvar=True,
+    default=None,
+    help="CPUs to keep to: auto (one CPU on SQLite, none chosen on PostgreSQL), off, or a "
+    "list such as 1 or 0,2-3.  [default: auto]",
+)
 @_storage_options
 def serve(
     host: str,
@@ -158,6 +167,7 @@ def serve(
     public_url: str | None,
     demo: bool,
     migrate: bool,
+    cpu_affinity: str | None,
     data_dir: Path,
     database_url: str | None,
 ) -> None:
@@ -166,6 +176,11 @@ def serve(
 
     from wagate.http import create_app
 
+    affinity_hint = "'--cpu-affinity' / 'WAGATE_CPU_AFFINITY'"
+    try:
+        affinity = None if cpu_affinity is None else parse_cpu_affinity(cpu_affinity)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint=affinity_hint) from exc
     settings = _settings(
         host=host,
         port=port,
@@ -173,12 +188,18 @@ def serve(
         data_dir=data_dir,
         database_url=database_url,
         migrate_on_start=migrate,
+        cpu_affinity=affinity,
     )
     _skip_unused_log_fields()
     logging.basicConfig(
         level=settings.log_level,
         format="%(asctime)s %(levelname)s %(name)s %(message)s",
     )
+    # Before anything starts a thread (the store's, uvicorn's), so that all inherit it.
+    try:
+        pin_process(settings.cpu_affinity, is_sqlite=settings.is_sqlite)
+    except AffinityError as exc:
+        raise click.BadParameter(str(exc), param_hint=affinity_hint) from exc
     _run(_with_runtime(settings, functools.partial(_prepare_serve, demo=demo)))
     app = create_app(settings)
     _freeze_startup_objects()

@@ -9,6 +9,8 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
+from wagate.cpu_affinity import AUTO, CpuAffinity, parse_cpu_affinity
+
 IpNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 
@@ -44,6 +46,8 @@ class Settings:
     migrate_on_start: bool = True
     avatar_workers: int = 8
     log_level: str = "INFO"
+    # `serve` only: the CPUs the process keeps to (wagate/cpu_affinity.py says why).
+    cpu_affinity: CpuAffinity = AUTO
 
     @property
     def effective_database_url(self) -> str:
@@ -118,6 +122,15 @@ def _networks(name: str, raw: str | None) -> tuple[IpNetwork, ...]:
         raise ConfigError(f"{name} must be a comma-separated list of CIDR ranges: {exc}") from exc
 
 
+def cpu_affinity_setting(raw: str | None) -> CpuAffinity:
+    if raw is None or not raw.strip():
+        return AUTO
+    try:
+        return parse_cpu_affinity(raw)
+    except ValueError as exc:
+        raise ConfigError(f"WAGATE_CPU_AFFINITY: {exc}") from exc
+
+
 def _bool(env: Mapping[str, str], name: str, default: bool) -> bool:
     raw = env.get(name)
     if raw is None or raw == "":
@@ -158,5 +171,6 @@ def settings_from_env(env: Mapping[str, str] | None = None, **overrides: Any) ->
         poll_interval_s=_float(env, "WAGATE_POLL_INTERVAL", 1.0, minimum=0.01),
         avatar_workers=_int(env, "WAGATE_AVATAR_WORKERS", 8, minimum=1),
         log_level=env.get("WAGATE_LOG_LEVEL", "INFO").upper(),
+        cpu_affinity=cpu_affinity_setting(env.get("WAGATE_CPU_AFFINITY")),
     )
     return settings.with_overrides(**overrides)

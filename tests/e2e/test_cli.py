@@ -168,6 +168,7 @@ def test_help_names_the_environment_variables() -> None:
         ("--data-dir", "WAGATE_DATA_DIR"),
         ("--database-url", "WAGATE_DATABASE_URL"),
         ("--demo / --no-demo", "WAGATE_DEMO"),
+        ("--cpu-affinity", "WAGATE_CPU_AFFINITY"),
     ]:
         assert option in serve and variable in serve, option
 
