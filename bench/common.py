@@ -52,7 +52,32 @@ def arg_parser(doc: str | None) -> argparse.ArgumentParser:
     parser.add_argument("--json", type=Path, help="also write the results to this JSON file")
     parser.add_argument("--repeats", type=int, default=3, help="runs per figure (median, spread)")
     parser.add_argument("--keep", action="store_true", help="keep data dirs and server logs")
+    parser.add_argument(
+        "--server-env",
+        action=_ServerEnv,
+        metavar="WAGATE_X=VALUE",
+        help="a setting for every wagate server the script starts, e.g. "
+        "WAGATE_CPU_AFFINITY=off for an A/B run (repeatable; not for make bench)",
+    )
     return parser
+
+
+# Settings from --server-env, applied to every Server after the benchmark's own.
+SERVER_ENV: dict[str, str] = {}
+
+
+class _ServerEnv(argparse.Action):
+    def __call__(
+        self,
+        parser: argparse.ArgumentParser,
+        namespace: argparse.Namespace,
+        values: str | Sequence[Any] | None,
+        option_string: str | None = None,
+    ) -> None:
+        name, equals, value = str(values).partition("=")
+        if not equals or not name.startswith("WAGATE_"):
+            parser.error(f"--server-env takes WAGATE_NAME=VALUE, got {values!r}")
+        SERVER_ENV[name] = value
 
 
 # -- processes --------------------------------------------------------------------------------
@@ -151,6 +176,7 @@ class Server:
             }
         )
         self.env.update(env or {})
+        self.env.update(SERVER_ENV)
         self.migrate = migrate
         # What runs `wagate`: the console script, or e.g. `diag_server.py` (bench/costs.py).
         self.command = list(command) or [wagate_executable()]
