@@ -102,19 +102,18 @@ def available_cpus() -> frozenset[int] | None:
     return frozenset(os.sched_getaffinity(0))
 
 
-def pin_process(setting: CpuAffinity, *, is_sqlite: bool) -> frozenset[int] | None:
-    """Keep every thread of this process, and those it starts later, to the chosen CPUs;
-    returns them (None if left alone). Call before the server starts its threads: a thread
+def pin_process(setting: CpuAffinity, *, is_sqlite: bool) -> None:
+    """Keep every thread of this process, and those it starts later, to the chosen CPUs (or
+    leave them, and log why). Call before the server starts its threads: a thread
     inherits its creator's CPUs, and every existing one is pinned here too."""
     placement = choose_cpus(setting, is_sqlite=is_sqlite, available=available_cpus())
     if placement.cpus is None:
         logger.info("not pinned to CPUs: %s", placement.reason)
-        return None
+        return
     for thread_id in _thread_ids():
         with contextlib.suppress(ProcessLookupError):  # the thread ended since it was listed
             os.sched_setaffinity(thread_id, placement.cpus)
     logger.info("pinned to CPU %s: %s", format_cpus(placement.cpus), placement.reason)
-    return placement.cpus
 
 
 def _thread_ids() -> list[int]:
