@@ -8,7 +8,9 @@ Saturated (wrk -t1 -c32 on one instance, as in P1), server CPU per request of:
   - an avatar job, while the worker drains the backlog those acknowledgements left.
 Moderate (`loadgen.py openloop` at `--rate` over `--instances` push-mode instances, each
 notification pushed to `receiver.py`, as in P2): server CPU per request end to end, and per
-store operation (one transaction in the store thread) its count and thread CPU.
+store operation (one transaction in the store thread) its count and thread CPU; and where a
+request's time goes, in three stages: sent -> its notification queued (the acknowledgement and
+the avatar job), queued -> its push began (the lane), push began -> received.
 Store hops (a SQLite store opened in this process, no server): the CPU of one store operation
 that does nothing (an empty read), run in the store thread alone, and started from an event
 loop one at a time or ten at a time: what the trip to the store thread and back costs, with
@@ -44,6 +46,7 @@ from common import (
     WrkSettings,
     arg_parser,
     cpu_seconds,
+    percentile,
     post_script,
     require_wrk,
     run_helper,
@@ -124,9 +127,10 @@ def saturated(report: Report, repeats: int, seconds: int, tmp: Path) -> None:
 
 
 def moderate(report: Report, rate: float, instances: int, seconds: float, tmp: Path) -> None:
-    stats = tmp / "opstats.json"
+    stats, stages = tmp / "opstats.json", tmp / "stages.json"
     receiver = Receiver()
-    server = Server(tmp, "moderate", env={"DIAG_OPSTATS": str(stats)}, command=DIAG_SERVER)
+    env = {"DIAG_OPSTATS": str(stats), "DIAG_STAGES": str(stages)}
+    server = Server(tmp, "moderate", env=env, command=DIAG_SERVER)
     server.start()
     try:
         pushed = [server.create_instance() for _ in range(instances)]
@@ -135,7 +139,7 @@ def moderate(report: Report, rate: float, instances: int, seconds: float, tmp: P
         listed = tmp / "instances.json"
         listed.write_text(json.dumps([[i.id, i.token] for i in pushed]))
         count = max(20, int(rate * seconds))
-        before_ops = read_opstats(server, stats)
+        [before_ops, _] = read_dumps(server, stats, stages)
         before, began = cpu_seconds(server.pid), time.monotonic()
         sent = run_helper(
             "loadgen.py",
@@ -155,10 +159,13 @@ def moderate(report: Report, rate: float, instances: int, seconds: float, tmp: P
         cpu = cpu_seconds(server.pid) - before
         elapsed = time.monotonic() - began
         busy = cpu / elapsed
-        after_ops = read_opstats(server, stats)
+        [after_ops, stage_times] = read_dumps(server, stats, stages)
+        arrivals = receiver.dump()
     finally:
         server.stop()
         receiver.stop()
+    intended: dict[str, float] = json.loads((tmp / "sent.json").read_text())
+    report_stages(report, intended, stage_times, arrivals)
     report.add(
         Figure(
             "costs.e2e",
@@ -346,14 +353,45 @@ def idle_wakes(report: Report, repeats: int, calls: int, tmp: Path) -> None:
     )
 
 
-def read_opstats(server: Server, path: Path) -> dict[str, Any]:
-    """The server's store-operation totals, as of now (it writes them on SIGUSR1)."""
-    path.unlink(missing_ok=True)
+def report_stages(
+    report: Report,
+    intended: dict[str, float],
+    stage_times: dict[str, dict[str, Any]],
+    arrivals: dict[str, float],
+) -> None:
+    """Latency per stage, by chatId: sent (the intended send time, as P2 counts it) -> queued
+    -> push began -> received. Sender, server and receiver read the same clock."""
+    chat_of = {receipt: chat for receipt, (chat, _) in stage_times["queued"].items()}
+    queued = {chat: at for chat, at in stage_times["queued"].values()}
+    pushed = {chat_of[receipt]: at for receipt, at in stage_times["pushed"].items()}
+    chats = [chat for chat in intended if chat in queued and chat in pushed and chat in arrivals]
+    stages = {
+        "sent -> notification queued (acknowledgement and avatar job)": [
+            queued[chat] - intended[chat] for chat in chats
+        ],
+        "notification queued -> push began (the lane)": [
+            pushed[chat] - queued[chat] for chat in chats
+        ],
+        "push began -> received": [arrivals[chat] - pushed[chat] for chat in chats],
+        "sent -> received (end to end)": [arrivals[chat] - intended[chat] for chat in chats],
+    }
+    for n, (name, seconds) in enumerate(stages.items()):
+        ms = [1000 * s for s in seconds]
+        report.add(Figure(f"costs.stage{n}", f"{name}, p50", "ms", [percentile(ms, 50)]))
+        report.note(
+            f"{name}: p50 {percentile(ms, 50):.1f} ms, p90 {percentile(ms, 90):.1f} ms, "
+            f"p99 {percentile(ms, 99):.1f} ms ({len(ms):,} requests)"
+        )
+
+
+def read_dumps(server: Server, *paths: Path) -> list[Any]:
+    """What the diagnostic server's hooks hold, as of now (it writes them on SIGUSR1)."""
+    for path in paths:
+        path.unlink(missing_ok=True)
     os.kill(server.pid, signal.SIGUSR1)
-    if not wait_until(path.exists, 10, 0.02):
-        raise SystemExit("the diagnostic server did not write its store-operation totals")
-    totals: dict[str, Any] = json.loads(path.read_text())
-    return totals
+    if not wait_until(lambda: all(path.exists() for path in paths), 10, 0.02):
+        raise SystemExit("the diagnostic server did not write what its hooks hold")
+    return [json.loads(path.read_text()) for path in paths]
 
 
 def main() -> None:

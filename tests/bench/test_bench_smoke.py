@@ -69,4 +69,10 @@ def test_smoke(name: str, script: str, tmp_path: Path) -> None:
     assert result["figures"], result
     for figure in result["figures"]:
         assert figure["runs"] and figure["passed"] is None, figure
+    if name == "COSTS":
+        # Every request was followed through its stages (sent, queued, push began, received).
+        stages = {
+            f["key"]: f["value"] for f in result["figures"] if f["key"].startswith("costs.stage")
+        }
+        assert len(stages) == 4 and all(value > 0 for value in stages.values()), stages
     assert (docs.read_bytes() if docs.exists() else None) == docs_before
