@@ -215,8 +215,9 @@ def serve(
 
 # The cyclic collector's thresholds for a server (Python's default: 700, 10, 10). Under load
 # nearly every object a request makes dies young, by reference counting, yet with 700 the
-# youngest generation was collected ~100 times a second, and all three about once a second,
-# each such pass stopping the event loop for ~10 ms (docs/benchmarks.md, "GC thresholds").
+# youngest generation was collected ~100 times a second and all three about once a second,
+# each full pass stopping the event loop for ~10 ms (docs/benchmarks.md, the change table's
+# row on the GC's thresholds).
 GC_THRESHOLDS = (10_000, 10, 10)
 
 
