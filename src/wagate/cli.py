@@ -215,9 +215,9 @@ def serve(
 
 # The cyclic collector's thresholds for a server (Python's default: 700, 10, 10). Under load
 # nearly every object a request makes dies young, by reference counting, yet with 700 the
-# youngest generation was collected ~100 times a second and all three about once a second,
-# each full pass stopping the event loop for ~10 ms (docs/benchmarks.md, the change table's
-# row on the GC's thresholds).
+# youngest generation was collected 30-100 times a second and all three every second or few,
+# each full pass stopping the event loop for ~10 ms; the more so in a backlog, where more
+# objects live longer (docs/benchmarks.md, the change table's row on the GC's thresholds).
 GC_THRESHOLDS = (10_000, 10, 10)
 
 
