@@ -13,8 +13,13 @@ def test_start_up_objects_are_frozen_then_the_thresholds_raised(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     calls: list[str] = []
+
+    def collect(*_: object) -> int:
+        calls.append("collect")
+        return 0
+
     # Freezing this test process's objects for real would exempt them for the rest of the run.
-    monkeypatch.setattr(gc, "collect", lambda *_: calls.append("collect") or 0)
+    monkeypatch.setattr(gc, "collect", collect)
     monkeypatch.setattr(gc, "freeze", lambda: calls.append("freeze"))
     before = gc.get_threshold()
     try:
