@@ -213,6 +213,48 @@ def test_jobs_queued_behind_a_running_batch_cost_no_claims(tmp_path: Path) -> No
     assert len(claimed) <= 2, claimed
 
 
+def test_a_chat_asked_for_again_in_a_batch_is_looked_up_once(tmp_path: Path) -> None:
+    """Jobs queued behind a slow lookup are claimed as one batch; its repeated chat is looked
+    up once, and every request still gets its own notification, in request order."""
+    slow = "11009999999@c.us"  # times out after WAGATE_AVATAR_TIMEOUT
+    chats = [f"{BOB}@c.us", f"{BOB}@c.us", f"{CAROL}@c.us", f"{BOB}@c.us", "79001234567@c.us"]
+    demo = start_demo(make_settings(tmp_path, rate_limits_enabled=False))
+    engine: Any = demo.server.runtime.avatars.engine_for(demo.instance)
+    original = engine.fetch_avatars
+    batches: list[list[str]] = []  # the chats of each engine call
+    batch_running = threading.Event()
+
+    async def recording(instance: Any, batch: Any, answers: Any) -> None:
+        batches.append([str(chat) for chat in batch])
+        batch_running.set()
+        await original(instance, batch, answers)
+
+    engine.fetch_avatars = recording  # observe the worker's lookups
+    try:
+        with httpx.Client(timeout=10) as client:
+            answer = client.post(demo.method_url("getAvatarAsync"), json={"chatId": slow})
+            assert answer.status_code == 200
+            assert batch_running.wait(10), "the slow job was never looked up"
+            for chat in chats:
+                answer = client.post(demo.method_url("getAvatarAsync"), json={"chatId": chat})
+                assert answer.status_code == 200
+            received = []
+            for _ in [slow, *chats]:
+                notification = receive(demo, 30)
+                received.append(notification)
+                receipt = str(notification["receiptId"])
+                assert client.delete(demo.method_url("deleteNotification", receipt)).json()
+    finally:
+        del engine.fetch_avatars
+        demo.server.stop()
+    assert batches == [[slow], [f"{BOB}@c.us", f"{CAROL}@c.us", "79001234567@c.us"]]
+    assert [n["body"]["avatarInfo"]["chatId"] for n in received] == [slow, *chats]
+    bob = [n["body"] for n in received if n["body"]["avatarInfo"]["chatId"] == f"{BOB}@c.us"]
+    assert len(bob) == 3 and bob[0] == bob[1] == bob[2]
+    assert bob[0]["avatarInfo"]["available"] is True
+    assert len({n["receiptId"] for n in received}) == len(received)
+
+
 async def create_instance(runtime: Runtime, phone: str) -> Instance:
     return await runtime.instances.create(phone=phone)
 

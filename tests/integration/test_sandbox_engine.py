@@ -272,6 +272,34 @@ async def test_lookups_started_together_share_one_store_read(
         await together.aclose()
 
 
+async def test_a_batch_is_answered_as_one_by_one_with_one_store_read(
+    engine: SandboxEngine, store: Store, images: FileImageStore
+) -> None:
+    targets = [f"{BOB}@c.us", TEAM, FAULTY_GROUP, f"{STRANGER}@c.us", f"{CAROL_LID}@lid"]
+    one_by_one = [await engine.fetch_avatar(instance(DAVE), chat(t)) for t in targets]
+    counting = CountingStore(store)
+    batched = SandboxEngine(counting, images)
+    answers: list[AvatarResult | None] = [None] * len(targets)
+    try:
+        await batched.fetch_avatars(instance(DAVE), [chat(t) for t in targets], answers)
+        assert answers == one_by_one
+        assert counting.row_reads == [len(targets)]
+    finally:
+        await batched.aclose()
+
+
+async def test_a_batch_keeps_its_answers_when_one_chat_never_answers(
+    engine: SandboxEngine,
+) -> None:
+    targets = [f"{BOB}@c.us", "11009999999@c.us", TEAM]  # the second has a timeout fault
+    answers: list[AvatarResult | None] = [None] * len(targets)
+    with pytest.raises(TimeoutError):
+        await asyncio.wait_for(
+            engine.fetch_avatars(instance(ALICE), [chat(t) for t in targets], answers), 0.05
+        )
+    assert answers == [available("bob"), None, available("team")]
+
+
 async def test_a_failed_world_read_fails_every_lookup_that_shared_it(
     store: Store, images: FileImageStore
 ) -> None:

@@ -1,14 +1,16 @@
-"""AvatarService.lookup_many: answers in order, each bounded by the avatar timeout."""
+"""AvatarService.lookup_many: answers in order, each bounded by the avatar timeout; and
+`fetch_each`, the batch call of engines that look chats up one by one."""
 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import MutableSequence, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
 import pytest
 
-from wagate.core.avatars import AvatarService
+from wagate.core.avatars import AvatarService, fetch_each
 from wagate.core.images import solid_png
 from wagate.core.model import (
     AvatarImage,
@@ -51,6 +53,38 @@ class ScriptedEngine:
             return AvatarResult(AvatarStatus.AVAILABLE, IMAGE)
         return AvatarResult(AvatarStatus.NOT_SET)
 
+    async def fetch_avatars(
+        self,
+        instance: Instance,
+        chats: Sequence[ChatId],
+        answers: MutableSequence[AvatarResult | None],
+    ) -> None:
+        engine: Any = self
+        await fetch_each(engine, instance, chats, answers)
+
+
+class BatchEngine:
+    """A batch engine: answers the chats before the first 'slow' one, then never answers, or
+    raises `raises` (an error of its own) instead."""
+
+    name = "sandbox"
+
+    def __init__(self, raises: BaseException | None = None) -> None:
+        self.raises = raises
+
+    async def fetch_avatars(
+        self,
+        instance: Instance,
+        chats: Sequence[ChatId],
+        answers: MutableSequence[AvatarResult | None],
+    ) -> None:
+        for position, chat in enumerate(chats):
+            if chat.user.startswith("slow"):
+                if self.raises is not None:
+                    raise self.raises
+                await asyncio.Event().wait()
+            answers[position] = AvatarResult(AvatarStatus.NOT_SET)
+
 
 class MemoryImages:
     def __init__(self) -> None:
@@ -61,7 +95,7 @@ class MemoryImages:
         return StoredImage("d" * 64, image.content_type)
 
 
-def service(engine: ScriptedEngine, images: MemoryImages) -> AvatarService:
+def service(engine: ScriptedEngine | BatchEngine, images: MemoryImages) -> AvatarService:
     # Only the engine and the image store are used by lookups.
     unused: Any = None
     image_store: Any = images
@@ -112,3 +146,20 @@ async def test_a_failure_of_wagate_itself_is_raised() -> None:
 
 async def test_nothing_to_look_up() -> None:
     assert await service(ScriptedEngine(), MemoryImages()).lookup_many(INSTANCE, []) == []
+
+
+async def test_a_batch_engine_keeps_the_answers_it_gave_before_the_deadline() -> None:
+    lookups = await service(BatchEngine(), MemoryImages()).lookup_many(
+        INSTANCE, [chat("none1"), chat("slow1"), chat("none2")]
+    )
+    assert [lookup.status for lookup in lookups] == [
+        AvatarStatus.NOT_SET,
+        AvatarStatus.TIMED_OUT,
+        AvatarStatus.TIMED_OUT,
+    ]
+
+
+async def test_an_engines_own_timeout_error_is_not_taken_for_the_deadline() -> None:
+    engine = BatchEngine(raises=TimeoutError("upstream"))
+    with pytest.raises(TimeoutError, match="upstream"):
+        await service(engine, MemoryImages()).lookup_many(INSTANCE, [chat("slow1")])

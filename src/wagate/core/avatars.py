@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import hashlib
 import logging
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping, MutableSequence, Sequence
 
 from wagate.core.errors import InstanceNotAuthorized, WagateError
 from wagate.core.model import (
@@ -77,26 +78,27 @@ class AvatarService:
         return await self._kept(result)
 
     async def lookup_many(self, instance: Instance, chats: Sequence[ChatId]) -> list[AvatarLookup]:
-        """`lookup` for several chats at once, answers in order. They start together, so one
-        deadline bounds each by the avatar timeout (one timer, not one per lookup). A failure of
-        wagate itself (the store) is raised once the other lookups are stopped."""
+        """`lookup` for several chats at once, answers in order: one engine call
+        (`Engine.fetch_avatars`) under one deadline, the avatar timeout, so a chat that is not
+        answered by then is TIMED_OUT and the others keep their answers. A failure of wagate
+        itself (the store) is raised."""
         if not chats:
             return []
         engine = self.engine_for(instance)
-        tasks = [asyncio.ensure_future(engine.fetch_avatar(instance, chat)) for chat in chats]
+        answers: list[AvatarResult | None] = [None] * len(chats)
+        deadline = asyncio.timeout(self.timeout_s)
         try:
-            _, late = await asyncio.wait(tasks, timeout=self.timeout_s)
-        finally:
-            for task in tasks:
-                task.cancel()
-        if late:
-            await asyncio.gather(*late, return_exceptions=True)
+            async with deadline:
+                await engine.fetch_avatars(instance, chats, answers)
+        except TimeoutError:
+            if not deadline.expired():
+                raise  # the engine's own, not the deadline
         lookups: list[AvatarLookup] = []
-        for chat, task in zip(chats, tasks, strict=True):
-            if task in late:
+        for chat, result in zip(chats, answers, strict=True):
+            if result is None:
                 lookups.append(_timed_out(instance, chat))
             else:
-                lookups.append(await self._kept(task.result()))
+                lookups.append(await self._kept(result))
         return lookups
 
     async def _kept(self, result: AvatarResult) -> AvatarLookup:
@@ -118,6 +120,31 @@ class AvatarService:
         job = await self._store.enqueue_avatar_job(instance.id, str(chat))
         await self._wakeups.job_added(instance.id)
         return job
+
+
+async def fetch_each(
+    engine: Engine,
+    instance: Instance,
+    chats: Sequence[ChatId],
+    answers: MutableSequence[AvatarResult | None],
+) -> None:
+    """`Engine.fetch_avatars` for an engine that looks chats up one by one: a task per chat, all
+    at once, each answer set as it comes. Cancelled, it cancels them all; a failure of one is
+    raised once the others are stopped."""
+    tasks = [asyncio.ensure_future(engine.fetch_avatar(instance, chat)) for chat in chats]
+
+    def keep(position: int, task: asyncio.Future[AvatarResult]) -> None:
+        if not task.cancelled() and task.exception() is None:
+            answers[position] = task.result()
+
+    for position, task in enumerate(tasks):
+        task.add_done_callback(functools.partial(keep, position))
+    try:
+        await asyncio.gather(*tasks)
+    finally:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
 
 
 def _timed_out(instance: Instance, chat: ChatId) -> AvatarLookup:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Collection, Mapping, Sequence, Set
+from collections.abc import Collection, Mapping, MutableSequence, Sequence, Set
 from datetime import datetime, timedelta
 from typing import Any, Protocol
 
@@ -38,6 +38,22 @@ class Engine(Protocol):
 
     async def fetch_avatar(self, instance: Instance, chat: ChatId) -> AvatarResult:
         """Look up the avatar of `chat` as seen by `instance`'s account, with its image bytes."""
+        ...
+
+    async def fetch_avatars(
+        self,
+        instance: Instance,
+        chats: Sequence[ChatId],
+        answers: MutableSequence[AvatarResult | None],
+    ) -> None:
+        """`fetch_avatar` for several chats at once (the avatar worker's batch of one
+        instance's jobs): sets `answers[i]` to the result for `chats[i]` as soon as it is known.
+
+        The caller bounds the whole call with one deadline and cancels it; answers set by then
+        are kept, the others are timed out. An output list rather than a returned one, so that
+        one chat WhatsApp never answers does not cost the answers of the others. An engine
+        without a batch path of its own delegates to `core.avatars.fetch_each`.
+        """
         ...
 
     async def state(self, instance: Instance) -> InstanceState:

@@ -183,21 +183,28 @@ class AvatarJobWorker:
         self, instance: Instance, jobs: Sequence[AvatarJob]
     ) -> list[AvatarInfoNotification]:
         """The avatarInfo bodies of the jobs, in order. Raises only for a failure of wagate
-        itself: the lookups turn every outcome WhatsApp can produce into a value."""
-        lookups: list[AvatarLookup | None] = []
-        chats: list[ChatId] = []
+        itself: the lookups turn every outcome WhatsApp can produce into a value.
+
+        A chat asked for several times in the batch is parsed and looked up once, and its jobs
+        share one body (identical: the body names no request): fewer lookups for WhatsApp to
+        rate-limit, and for a client that asks again and again, a fraction of the work."""
+        # The distinct chatIds in the order first asked; None for one that is not valid now
+        # (accepted under a wider phone-digit setting than the current one).
+        chats: dict[str, ChatId | None] = {}
         for job in jobs:
-            try:
-                chats.append(parse_chat_id(job.chat_id, self._phone_digits))
-                lookups.append(None)
-            except BadRequestData:
-                # Accepted under a wider phone-digit setting than the current one.
-                lookups.append(AvatarLookup(AvatarStatus.BAD_REQUEST))
-        found = iter(await self._avatars.lookup_many(instance, chats))
+            if job.chat_id not in chats:
+                try:
+                    chats[job.chat_id] = parse_chat_id(job.chat_id, self._phone_digits)
+                except BadRequestData:
+                    chats[job.chat_id] = None
+        valid = [chat for chat in chats.values() if chat is not None]
+        found = iter(await self._avatars.lookup_many(instance, valid))
         now = datetime.now(UTC)
-        return [
-            avatar_info_notification(
-                instance, job.chat_id, lookup if lookup is not None else next(found), now
+        bad_request = AvatarLookup(AvatarStatus.BAD_REQUEST)
+        bodies = {
+            chat_id: avatar_info_notification(
+                instance, chat_id, next(found) if chat is not None else bad_request, now
             )
-            for job, lookup in zip(jobs, lookups, strict=True)
-        ]
+            for chat_id, chat in chats.items()
+        }
+        return [bodies[job.chat_id] for job in jobs]
