@@ -91,15 +91,15 @@ class _SqliteStatement:
         cursor = self._execute(conn, params)
         fetched: list[tuple[Any, ...]] = cursor.fetchall()
         processors = self._result_processors
-        if processors is None:
+        if processors is None or not fetched:
             return fetched
-        return [
-            tuple(
-                value if process is None else process(value)
-                for value, process in zip(row, processors, strict=True)
-            )
-            for row in fetched
-        ]
+        # Column by column, each distinct value converted once: the rows of a batch mostly
+        # share their timestamps, and parsing one costs more than the rest of its row.
+        columns: list[Sequence[Any]] = list(zip(*fetched, strict=True))
+        for position, process in enumerate(processors):
+            if process is not None:
+                columns[position] = convert_distinct(columns[position], process)
+        return list(zip(*columns, strict=True))
 
     def rowcount(self, conn: Connection, params: Mapping[str, Any]) -> int:
         count: int = self._execute(conn, params).rowcount
@@ -121,12 +121,26 @@ class _SqliteStatement:
                 values.extend(items if process is None else [process(item) for item in items])
             else:
                 values.append(value if process is None else process(value))
-        driver = conn.connection.dbapi_connection
-        assert isinstance(driver, sqlite3.Connection)
-        try:
-            return driver.execute(sql, values)
-        except sqlite3.Error as exc:
-            # Parameters stay out of the message, as with the engines' `hide_parameters`.
-            raise DBAPIError.instance(
-                sql, values, exc, sqlite3.Error, hide_parameters=True
-            ) from exc
+        return execute_on_sqlite(conn, sql, values)
+
+
+def convert_distinct(values: Sequence[Any], process: Callable[[Any], Any]) -> list[Any]:
+    """`process` applied to each value, once per distinct value."""
+    converted: dict[Any, Any] = {}
+    for value in values:
+        if value not in converted:
+            converted[value] = process(value)
+    return [converted[value] for value in values]
+
+
+def execute_on_sqlite(conn: Connection, sql: str, values: Sequence[Any]) -> sqlite3.Cursor:
+    """Run SQL with `?` placeholders on the connection's bare sqlite3 driver, in the
+    connection's transaction; a driver error leaves as SQLAlchemy's `DBAPIError` subclass (an
+    `IntegrityError` stays one)."""
+    driver = conn.connection.dbapi_connection
+    assert isinstance(driver, sqlite3.Connection)
+    try:
+        return driver.execute(sql, values)
+    except sqlite3.Error as exc:
+        # Parameters stay out of the message, as with the engines' `hide_parameters`.
+        raise DBAPIError.instance(sql, values, exc, sqlite3.Error, hide_parameters=True) from exc

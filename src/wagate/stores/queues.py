@@ -26,7 +26,7 @@ from sqlalchemy import (
 )
 
 from wagate.core.model import AvatarJob, Notification, NotificationStatus
-from wagate.stores._prepared import Prepared
+from wagate.stores._prepared import Prepared, convert_distinct, execute_on_sqlite
 from wagate.stores.schema import UtcDateTime, avatar_jobs, instances, notifications
 from wagate.wire.json_text import dumps_text
 
@@ -70,34 +70,36 @@ def now_utc() -> datetime:
 
 # The SQL is written here rather than built as a Core statement: SQLAlchemy compiles a
 # multi-row VALUES anew for every row count, which for a large batch costs more than the write.
-def _insert_sqlite(conn: Connection, table: Table, rows: list[dict[str, Any]]) -> list[int]:
-    columns = tuple(rows[0])
+# It runs on the bare driver: SQLAlchemy's execution path and a dict per row cost about as much
+# as SQLite's own work for a batch of acknowledgements.
+def _insert_sqlite(
+    conn: Connection, table: Table, columns: tuple[str, ...], rows: Sequence[Sequence[Any]]
+) -> list[int]:
+    """Insert `rows` (values in `columns` order) in one statement; their ids, in order."""
     processors = _bind_processors(conn.dialect, table, columns)
-    values = "(" + ", ".join("?" * len(columns)) + ")"
-    # Names from wagate's own table metadata; every value is a bound parameter.
-    sql = f"INSERT INTO {table.name} ({', '.join(columns)}) VALUES " + ", ".join(  # noqa: S608
-        [values] * len(rows)
-    )
-    by_column = [
-        _driver_values([row[name] for row in rows], process)
-        for name, process in zip(columns, processors, strict=True)
-    ]
-    params = tuple(itertools.chain.from_iterable(zip(*by_column, strict=True)))
-    last = conn.exec_driver_sql(sql, params).lastrowid
+    if any(processors):
+        # Each distinct value converted once: a batch's rows mostly share their timestamps, and
+        # converting a datetime to SQLite's text costs more than the rest of its row.
+        by_column = [
+            [row[position] for row in rows]
+            if process is None
+            else convert_distinct([row[position] for row in rows], process)
+            for position, process in enumerate(processors)
+        ]
+        rows = list(zip(*by_column, strict=True))
+    params = list(itertools.chain.from_iterable(rows))
+    last = execute_on_sqlite(conn, _insert_sql(table.name, columns, len(rows)), params).lastrowid
+    assert last is not None
     return list(range(last - len(rows) + 1, last + 1))
 
 
-def _driver_values(values: list[Any], process: Callable[[Any], Any] | None) -> list[Any]:
-    """One column's values as the driver takes them, each distinct value converted once: the
-    rows of a batch mostly share their timestamps, and a datetime's conversion to SQLite text
-    costs more than the rest of its row."""
-    if process is None:
-        return values
-    converted: dict[Any, Any] = {}
-    for value in values:
-        if value not in converted:
-            converted[value] = process(value)
-    return [converted[value] for value in values]
+@functools.lru_cache(maxsize=1024)
+def _insert_sql(table_name: str, columns: tuple[str, ...], count: int) -> str:
+    values = "(" + ", ".join("?" * len(columns)) + ")"
+    # Names from wagate's own table metadata; every value is a bound parameter.
+    return f"INSERT INTO {table_name} ({', '.join(columns)}) VALUES " + ", ".join(  # noqa: S608
+        [values] * count
+    )
 
 
 @functools.cache
@@ -121,10 +123,15 @@ def _delete_existing_jobs(conn: Connection, job_ids: list[int], *, postgres: boo
 
 
 def insert_jobs(
-    conn: Connection, requests: Sequence[tuple[int, str, datetime]], *, postgres: bool
+    conn: Connection,
+    requests: Sequence[tuple[int, str]],
+    created_at: datetime,
+    *,
+    postgres: bool,
 ) -> list[AvatarJob]:
-    """Insert jobs given as (instance_id, chat_id, created_at) in one statement, ids growing in
-    list order; returns them in list order. IntegrityError if an instance is gone.
+    """Insert jobs given as (instance_id, chat_id), all created at `created_at`, in one
+    statement, ids growing in list order; returns them in list order. IntegrityError if an
+    instance is gone.
 
     On PostgreSQL SQLAlchemy renders an INSERT … SELECT … ORDER BY that assigns ids in
     parameter order and correlates the returned rows to the parameters. SQLite gets one
@@ -132,18 +139,26 @@ def insert_jobs(
     """
     if not requests:
         return []
-    rows = [
-        {"instance_id": instance_id, "chat_id": chat_id, "created_at": created_at}
-        for instance_id, chat_id, created_at in requests
-    ]
     if postgres:
+        rows = [
+            {"instance_id": instance_id, "chat_id": chat_id, "created_at": created_at}
+            for instance_id, chat_id in requests
+        ]
         ids = list(conn.execute(_INSERT_JOBS_ORDERED, rows).scalars())
     else:
-        ids = _insert_sqlite(conn, avatar_jobs, rows)
+        ids = _insert_sqlite(
+            conn,
+            avatar_jobs,
+            _JOB_COLUMNS,
+            [(instance_id, chat_id, created_at) for instance_id, chat_id in requests],
+        )
     return [
-        AvatarJob(id=job_id, instance_id=instance_id, chat_id=chat_id, created_at=created_at)
-        for job_id, (instance_id, chat_id, created_at) in zip(ids, requests, strict=True)
+        AvatarJob(job_id, instance_id, chat_id, created_at)
+        for job_id, (instance_id, chat_id) in zip(ids, requests, strict=True)
     ]
+
+
+_JOB_COLUMNS = ("instance_id", "chat_id", "created_at")
 
 
 # claim_jobs: `live`, `queued`, `head` and `batch` are views of avatar_jobs in one statement.
@@ -325,23 +340,24 @@ def complete_jobs(
     # 128 random bits each (a uuid4 has 122), from one call for the whole batch.
     random_hex = os.urandom(16 * len(kept)).hex()
     webhook_ids = [f"msg_{random_hex[32 * i : 32 * i + 32]}" for i in range(len(kept))]
-    bodies = [dumps_text(dict(completions[position][1])) for position in kept]
-    rows = [
-        {
-            "instance_id": completions[position][0].instance_id,
-            "body": body,
-            "status": QUEUED,
-            "webhook_id": webhook_id,
-            "created_at": now,
-            "attempts": 0,
-            "last_error": "",
-        }
+    # Completions that share one body object (a batch's repeated chat) share its encoding.
+    encoded: dict[int, str] = {}
+    bodies: list[str] = []
+    for position in kept:
+        shared = completions[position][1]
+        text = encoded.get(id(shared))
+        if text is None:
+            text = encoded[id(shared)] = dumps_text(dict(shared))
+        bodies.append(text)
+    values = [
+        (completions[position][0].instance_id, body, QUEUED, webhook_id, now, 0, "")
         for position, webhook_id, body in zip(kept, webhook_ids, bodies, strict=True)
     ]
     if postgres:
+        rows = [dict(zip(_NOTIFICATION_COLUMNS, row, strict=True)) for row in values]
         receipt_ids = list(conn.execute(_ADD_NOTIFICATIONS_ORDERED, rows).scalars())
     else:
-        receipt_ids = _insert_sqlite(conn, notifications, rows)
+        receipt_ids = _insert_sqlite(conn, notifications, _NOTIFICATION_COLUMNS, values)
     for position, webhook_id, body, receipt_id in zip(
         kept, webhook_ids, bodies, receipt_ids, strict=True
     ):
@@ -354,6 +370,17 @@ def complete_jobs(
             webhook_id=webhook_id,
         )
     return outcomes
+
+
+_NOTIFICATION_COLUMNS = (
+    "instance_id",
+    "body",
+    "status",
+    "webhook_id",
+    "created_at",
+    "attempts",
+    "last_error",
+)
 
 
 def replay_dead(conn: Connection, instance_id: int, receipt_ids: Sequence[int] | None) -> int:

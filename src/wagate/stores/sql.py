@@ -116,8 +116,8 @@ _COUNT_QUEUED_NOTIFICATIONS = (
     )
 )
 
-# An `enqueue_avatar_job` call: (instance_id, chat_id, created_at).
-_JobRequest = tuple[int, str, datetime]
+# An `enqueue_avatar_job` call: (instance_id, chat_id).
+_JobRequest = tuple[int, str]
 # Lanes' delivery marks per transaction: each is one DELETE of up to a lane batch of rows.
 _MAX_MARK_BATCH = 64
 # The most `enqueue_avatar_job` calls one transaction writes.
@@ -437,15 +437,18 @@ class SqlStore(PushDelivery):
         Concurrent calls are written together, in call order, by one transaction (group
         commit): each returns once that transaction has committed.
         """
-        return await self._jobs.submit((instance_id, chat_id, queues.now_utc()))
+        return await self._jobs.submit((instance_id, chat_id))
 
     def _insert_jobs(self, requests: Sequence[_JobRequest]) -> list[AvatarJob | BaseException]:
-        """Write one batch of `enqueue_avatar_job` calls; runs in a writer thread."""
+        """Write one batch of `enqueue_avatar_job` calls; runs in a writer thread. The jobs are
+        stamped with the time their batch is written: one timestamp to convert per batch, not
+        one per job (a conversion cost more than the rest of a job's row)."""
         postgres = self._is_postgres
+        created_at = queues.now_utc()
 
         def insert_batch(conn: Connection) -> list[AvatarJob]:
             try:
-                return queues.insert_jobs(conn, requests, postgres=postgres)
+                return queues.insert_jobs(conn, requests, created_at, postgres=postgres)
             except IntegrityError as exc:
                 raise UnknownInstance(f"instance {requests[0][0]} does not exist") from exc
 
