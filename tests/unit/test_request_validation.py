@@ -8,7 +8,7 @@ import pytest
 
 from wagate.core.errors import InvalidJsonBody, ValidationFailed
 from wagate.core.model import InstanceSettings
-from wagate.wire.bodies import validate_body
+from wagate.wire.bodies import parse_json, validate_body
 from wagate.wire.requests import ChatIdBody, CheckWhatsappBody, SetSettingsBody
 from wagate.wire.settings import FLAG_KEYS, apply_settings
 
@@ -46,6 +46,30 @@ def test_invalid_json(raw: bytes) -> None:
     with pytest.raises(InvalidJsonBody) as caught:
         validate_body(ChatIdBody, raw)
     assert caught.value.message == "Invalid JSON body"
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        b'{"chatId": "11001234567@c.us"}',
+        b'{"phoneNumber": 11001234567, "flag": true, "none": null}',
+        b'{"a": 1, "a": 2}',  # the last one wins
+        '{"chatId": "\u00e9\\u00e9"}'.encode(),
+        b'{"big": 123456789012345678901234567890}',  # orjson would read a float
+        b'{"count": 1.5}',
+        b'{"nested": {"a": [1, 2]}}',
+        b'{"n": NaN}',  # orjson refuses it, the standard library reads it
+        b'{"s": "\\ud800"}',  # a lone surrogate
+        '{"utf16": "x"}'.encode("utf-16"),
+        b"[1, 2]",
+        b"  {}  ",
+    ],
+)
+def test_bodies_read_as_the_standard_library_reads_them(raw: bytes) -> None:
+    # The fast decoder serves only what it reads the same way; the type check catches an int
+    # read as a float, which compares equal.
+    parsed, expected = parse_json(raw), json.loads(raw)
+    assert repr(parsed) == repr(expected)
 
 
 def test_phone_number_must_be_an_integer_not_a_bool_or_string() -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from typing import Any, TypeVar
 
+import orjson
 import pydantic
 
 from wagate.core.errors import InvalidJsonBody, ValidationFailed
@@ -15,8 +16,27 @@ ModelT = TypeVar("ModelT", bound=pydantic.BaseModel)
 _PRIORITY = {"missing": 0, "extra_forbidden": 2}
 
 
+# Values orjson decodes exactly as the standard library does. It reads an integer beyond 64
+# bits as a float, so a body holding a float or a nested value is decoded again by the standard
+# library, whose answer is the contract (validation reports what it reads).
+_PLAIN_VALUES = (str, int, bool, type(None))
+
+
 def parse_json(raw: bytes) -> Any:
-    """Decode a JSON body. Raises `InvalidJsonBody`."""
+    """Decode a JSON body. Raises `InvalidJsonBody`.
+
+    A flat object of strings, integers, booleans and nulls (nearly every GREEN-API body) is
+    decoded by orjson, ten times faster; anything else, and anything orjson refuses (NaN, a
+    lone surrogate, UTF-16), by the standard library, so what is accepted and how it reads
+    does not depend on which one decoded it.
+    """
+    try:
+        data = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        pass
+    else:
+        if isinstance(data, dict) and all(type(v) in _PLAIN_VALUES for v in data.values()):
+            return data
     try:
         return json.loads(raw)
     except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:

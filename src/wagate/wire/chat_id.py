@@ -22,8 +22,13 @@ from wagate.core.model import ChatId, ChatKind
 DEFAULT_PHONE_DIGITS = (11, 12)
 
 
+_KINDS = {"personal": ChatKind.PERSONAL, "group": ChatKind.GROUP, "lid": ChatKind.LID}
+
+
 @functools.lru_cache(maxsize=8)
 def _pattern(low: int, high: int) -> re.Pattern[str]:
+    if not 1 <= low <= high:
+        raise ValueError(f"phone_digits must be a range of positive numbers, got {(low, high)}")
     phone = f"[0-9]{{{low},{high}}}"
     return re.compile(
         rf"(?P<personal>{phone})@c\.us"
@@ -41,15 +46,11 @@ def parse_chat_id(text: str, phone_digits: tuple[int, int] = DEFAULT_PHONE_DIGIT
     surrounding text is tolerated. Raises `ValueError` if `phone_digits` is not a range of
     positive numbers (a programming error, not bad input).
     """
-    low, high = phone_digits
-    if not 1 <= low <= high:
-        raise ValueError(f"phone_digits must be a range of positive numbers, got {phone_digits}")
     # fullmatch, not match with `$`: `$` also matches before a trailing newline.
-    found = _pattern(low, high).fullmatch(text)
+    found = _pattern(*phone_digits).fullmatch(text)
     if found is None:
         raise BadRequestData()
-    if found["personal"] is not None:
-        return ChatId(ChatKind.PERSONAL, found["personal"])
-    if found["group"] is not None:
-        return ChatId(ChatKind.GROUP, found["group"])
-    return ChatId(ChatKind.LID, found["lid"])
+    # Exactly one of the alternatives' groups took part in the match, and it names the kind.
+    kind = found.lastgroup
+    assert kind is not None
+    return ChatId(_KINDS[kind], found[kind])

@@ -4,8 +4,9 @@ orjson encodes these about ten times faster than the standard library, which mat
 avatar worker encodes every avatarInfo body it queues. Output is the same compact UTF-8 form
 (`separators=(",", ":")`, no ASCII escaping). The few values orjson refuses (integers beyond
 64 bits, non-string keys) fall back to the standard encoder, so nothing that encoded before
-fails now. Request bodies are still decoded by the standard library (`wire.bodies`): orjson
-reads integers beyond 64 bits as floats, which would change what validation reports.
+fails now. Request bodies are decoded by orjson only when they are flat objects of plain values
+(`wire.bodies.parse_json`): orjson reads integers beyond 64 bits as floats, which would change
+what validation reports, so anything else goes through the standard library.
 """
 
 from __future__ import annotations
