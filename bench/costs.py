@@ -37,7 +37,6 @@ from typing import Any
 
 from common import (
     BENCH_DIR,
-    CHAT_ID,
     PYTHON,
     Figure,
     Receiver,
@@ -45,9 +44,9 @@ from common import (
     Server,
     WrkSettings,
     arg_parser,
+    chats_script,
     cpu_seconds,
     percentile,
-    post_script,
     require_wrk,
     run_helper,
     run_wrk,
@@ -77,7 +76,7 @@ def saturated(report: Report, repeats: int, seconds: int, tmp: Path) -> None:
         server = Server(tmp, f"saturated-{run}", env=env, command=DIAG_SERVER).start()
         try:
             instance = server.create_instance()
-            script = post_script(tmp / "post.lua", {"chatId": CHAT_ID})
+            script = chats_script(tmp / "chats.lua")
             ping_url = f"{server.url}/ping"
             async_url = server.url + instance.path("getAvatarAsync")
             settings = WrkSettings(1, 32, seconds)

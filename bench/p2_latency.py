@@ -26,17 +26,16 @@ import time
 from pathlib import Path
 
 from common import (
-    CHAT_ID,
     Figure,
     Receiver,
     Report,
     Server,
     WrkSettings,
     arg_parser,
+    chats_script,
     cpu_seconds,
     drain_avatar_jobs,
     percentile,
-    post_script,
     require_wrk,
     run_helper,
     run_wrk,
@@ -66,7 +65,7 @@ def main() -> None:
         server = Server(tmp).start()
         try:
             probe = server.create_instance()
-            script = post_script(tmp / "post.lua", {"chatId": CHAT_ID})
+            script = chats_script(tmp / "chats.lua")
             url = server.url + probe.path("getAvatarAsync")
             if not smoke:
                 run_wrk(url, WrkSettings(1, 32, 1), script)  # warm-up

@@ -26,17 +26,16 @@ import uuid
 from pathlib import Path
 
 from common import (
-    CHAT_ID,
     Figure,
     Report,
     Server,
     WrkSettings,
     arg_parser,
     busy_cores,
+    chats_script,
     children_cpu_seconds,
     finish_wrk,
     machine_ticks,
-    post_script,
     require_wrk,
     start_wrk,
     wagate_executable,
@@ -111,7 +110,7 @@ def main() -> None:
                 Server(tmp, name=f"node{n}", database_url=db_url, migrate=False).start()
                 for n in "ab"
             ]
-            script = post_script(tmp / "post.lua", {"chatId": CHAT_ID})
+            script = chats_script(tmp / "chats.lua")
             single, double, ping1, ping2 = [], [], [], []
             pings = [f"{node.url}/ping" for node in nodes]
             for i in range(repeats + (0 if smoke else 1)):
