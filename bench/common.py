@@ -624,12 +624,17 @@ def sqlite_scalar(server: Server, query: str) -> int:
         return int(conn.execute(query).fetchone()[0])
 
 
-def drain_avatar_jobs(server: Server, timeout_s: float = 300) -> tuple[int, float]:
-    """Wait until the server's avatar worker has no job left; (jobs seen, seconds waited)."""
+def drain_avatar_jobs(
+    server: Server, timeout_s: float = 300, interval_s: float = 0.2
+) -> tuple[int, float]:
+    """Wait until the server's avatar worker has no job left; (jobs seen, seconds waited, to
+    within `interval_s`)."""
     started = time.monotonic()
     pending = sqlite_scalar(server, "SELECT count(*) FROM avatar_jobs")
     if not wait_until(
-        lambda: sqlite_scalar(server, "SELECT count(*) FROM avatar_jobs") == 0, timeout_s, 0.2
+        lambda: sqlite_scalar(server, "SELECT count(*) FROM avatar_jobs") == 0,
+        timeout_s,
+        interval_s,
     ):
         print(f"  warning: avatar jobs still pending after {timeout_s} s", flush=True)
     return pending, time.monotonic() - started
