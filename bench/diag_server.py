@@ -23,6 +23,7 @@ import signal
 import sys
 import time
 from collections import defaultdict
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -31,7 +32,7 @@ from wagate.stores import _threads, queues
 from wagate.workers import avatar_jobs, delivery
 
 # What SIGUSR1 (and exit) writes: one function per enabled hook.
-_DUMPS: list[Any] = []
+_DUMPS: list[Callable[[], None]] = []
 
 
 def write_json(path: Path, data: object) -> None:

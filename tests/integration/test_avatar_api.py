@@ -169,6 +169,28 @@ def test_a_backlog_of_one_instance_is_answered_in_request_order(tmp_path: Path) 
     assert all(n["body"]["avatarInfo"]["available"] is False for n in received[1:])
 
 
+def queue_behind_a_running_batch(
+    demo: Demo, slow: str, chats: list[str], batch_running: threading.Event
+) -> list[Any]:
+    """Request `slow` (a chat that times out), wait until its batch runs (`batch_running`, set
+    by the caller's observer), request `chats` behind it, then receive and delete every
+    notification; returns them in order."""
+    with httpx.Client(timeout=10) as client:
+        answer = client.post(demo.method_url("getAvatarAsync"), json={"chatId": slow})
+        assert answer.status_code == 200
+        assert batch_running.wait(10), "the slow job's batch never ran"
+        for chat in chats:
+            answer = client.post(demo.method_url("getAvatarAsync"), json={"chatId": chat})
+            assert answer.status_code == 200
+        received = []
+        for _ in [slow, *chats]:
+            notification = receive(demo, 30)
+            received.append(notification)
+            receipt = str(notification["receiptId"])
+            assert client.delete(demo.method_url("deleteNotification", receipt)).json()
+    return received
+
+
 def test_jobs_queued_behind_a_running_batch_cost_no_claims(tmp_path: Path) -> None:
     """The completion of an instance's running batch claims the jobs queued behind it in its
     own transaction; their acknowledgements' wake-ups must not each cost the claim loop a claim
@@ -190,19 +212,8 @@ def test_jobs_queued_behind_a_running_batch_cost_no_claims(tmp_path: Path) -> No
 
     store.claim_avatar_jobs = counting  # type: ignore[method-assign]  # observe the worker
     try:
-        with httpx.Client(timeout=10) as client:
-            answer = client.post(demo.method_url("getAvatarAsync"), json={"chatId": slow})
-            assert answer.status_code == 200
-            assert batch_running.wait(10), "the slow job was never claimed"
-            for chat in chats:
-                answer = client.post(demo.method_url("getAvatarAsync"), json={"chatId": chat})
-                assert answer.status_code == 200
-            received = []
-            for _ in [slow, *chats]:
-                notification = receive(demo, 30)
-                received.append(notification["body"]["avatarInfo"]["chatId"])
-                receipt = str(notification["receiptId"])
-                assert client.delete(demo.method_url("deleteNotification", receipt)).json()
+        notifications = queue_behind_a_running_batch(demo, slow, chats, batch_running)
+        received = [n["body"]["avatarInfo"]["chatId"] for n in notifications]
     finally:
         store.claim_avatar_jobs = original  # type: ignore[method-assign]
         demo.server.stop()
@@ -231,19 +242,7 @@ def test_a_chat_asked_for_again_in_a_batch_is_looked_up_once(tmp_path: Path) -> 
 
     engine.fetch_avatars = recording  # observe the worker's lookups
     try:
-        with httpx.Client(timeout=10) as client:
-            answer = client.post(demo.method_url("getAvatarAsync"), json={"chatId": slow})
-            assert answer.status_code == 200
-            assert batch_running.wait(10), "the slow job was never looked up"
-            for chat in chats:
-                answer = client.post(demo.method_url("getAvatarAsync"), json={"chatId": chat})
-                assert answer.status_code == 200
-            received = []
-            for _ in [slow, *chats]:
-                notification = receive(demo, 30)
-                received.append(notification)
-                receipt = str(notification["receiptId"])
-                assert client.delete(demo.method_url("deleteNotification", receipt)).json()
+        received = queue_behind_a_running_batch(demo, slow, chats, batch_running)
     finally:
         del engine.fetch_avatars
         demo.server.stop()
