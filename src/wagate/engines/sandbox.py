@@ -116,11 +116,11 @@ class SandboxEngine:
         self._image_cache: OrderedDict[str, AvatarImage] = OrderedDict()
 
     async def fetch_avatar(self, instance: Instance, chat: ChatId) -> AvatarResult:
-        result = await self._answer(instance, chat, await self._reads.rows_for((chat,)))
-        if result is None:
-            await anyio.sleep_forever()  # a timeout fault: WhatsApp never answers
-        assert result is not None
-        return result
+        answers: list[AvatarResult | None] = [None]
+        await self.fetch_avatars(instance, (chat,), answers)
+        # A chat it does not answer (a timeout fault) never returns from `fetch_avatars`.
+        assert answers[0] is not None
+        return answers[0]
 
     async def fetch_avatars(
         self,
