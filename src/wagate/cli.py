@@ -22,6 +22,7 @@ from wagate.core.model import Instance, InstanceState, NotificationStatus
 from wagate.cpu_affinity import AffinityError, parse_cpu_affinity, pin_process
 from wagate.engines.sandbox_demo import DEMO_PHONE, write_demo_world
 from wagate.engines.sandbox_world import load_world_file
+from wagate.log_output import BatchingStreamHandler
 
 T = TypeVar("T")
 F = TypeVar("F", bound=Callable[..., Any])
@@ -191,9 +192,12 @@ def serve(
         cpu_affinity=affinity,
     )
     _skip_unused_log_fields()
+    # Batched writes, not one per record: wagate/log_output.py says why.
+    log_output = BatchingStreamHandler(sys.stderr)
     logging.basicConfig(
         level=settings.log_level,
         format="%(asctime)s %(levelname)s %(name)s %(message)s",
+        handlers=[log_output],
     )
     # Before anything starts a thread (the store's, uvicorn's), so that all inherit it.
     try:
@@ -203,6 +207,8 @@ def serve(
     _run(_with_runtime(settings, functools.partial(_prepare_serve, demo=demo)))
     app = create_app(settings)
     _tune_garbage_collector()
+    # What start-up logged (the CPU pinned, migrations) is out before a request can be served.
+    log_output.flush()
     uvicorn.run(
         app,
         host=settings.host,
