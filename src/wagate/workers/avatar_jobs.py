@@ -26,8 +26,11 @@ logger = logging.getLogger(__name__)
 _COALESCE_S = 0.002
 _QUIET_S = 0.01
 # Jobs claimed, looked up and completed together per instance: one claim and one completion
-# transaction (and two thread hops) serve them all.
-JOBS_PER_INSTANCE = 64
+# transaction (and two thread hops) serve them all. On SQLite a completion's COMMIT and its fixed
+# statements cost as much again as its rows at 64 jobs; at 256 a drained backlog cost ~25 %
+# less CPU per job, and the worker kept up with a saturated edge instead of falling behind it
+# (docs/benchmarks.md); 512 and 1,024 cost more again (larger sorts and transactions).
+JOBS_PER_INSTANCE = 256
 
 
 class AvatarJobWorker:
@@ -63,7 +66,7 @@ class AvatarJobWorker:
         self._jobs_per_instance = jobs_per_instance
         # Longer than any batch can take, so a live worker never loses its claim: a batch's
         # lookups run concurrently, not one after another, and each is bounded by the avatar
-        # timeout, so a batch of 64 takes about as long as its slowest lookup, not 64 of them.
+        # timeout, so a batch takes about as long as its slowest lookup, not the sum of them.
         self._lease = timedelta(seconds=avatars.timeout_s * 2 + 5)
         self._running: set[asyncio.Task[None]] = set()
         # Instances whose batch a task here holds: its completion claims their new jobs.
