@@ -29,7 +29,11 @@ from wagate.stores.postgres_wakeups import PostgresWakeUps
 from wagate.stores.redis_rate_limits import RedisRateLimiter
 from wagate.stores.sql import SqlStore
 from wagate.stores.sql_images import SqlImageStore
-from wagate.workers.avatar_jobs import AvatarJobWorker
+from wagate.workers.avatar_jobs import (
+    JOBS_PER_INSTANCE,
+    JOBS_PER_INSTANCE_SQLITE,
+    AvatarJobWorker,
+)
 from wagate.workers.delivery import PushDispatcher
 from wagate.workers.retention import RetentionWorker
 from wagate.workers.webhook_sender import HttpWebhookSender, Resolver, resolve_host
@@ -180,6 +184,9 @@ async def run_workers(runtime: Runtime) -> AsyncIterator[None]:
             concurrency=settings.avatar_workers,
             poll_interval_s=settings.poll_interval_s,
             phone_digits=settings.phone_digits,
+            jobs_per_instance=(
+                JOBS_PER_INSTANCE_SQLITE if settings.is_sqlite else JOBS_PER_INSTANCE
+            ),
         ).run(),
         "delivery": PushDispatcher(
             runtime.store,

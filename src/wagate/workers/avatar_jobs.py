@@ -26,11 +26,14 @@ logger = logging.getLogger(__name__)
 _COALESCE_S = 0.002
 _QUIET_S = 0.01
 # Jobs claimed, looked up and completed together per instance: one claim and one completion
-# transaction (and two thread hops) serve them all. On SQLite a completion's COMMIT and its fixed
-# statements cost as much again as its rows at 64 jobs; at 256 a drained backlog cost ~25 %
-# less CPU per job, and the worker kept up with a saturated edge instead of falling behind it
-# (docs/benchmarks.md); 512 and 1,024 cost more again (larger sorts and transactions).
-JOBS_PER_INSTANCE = 256
+# transaction (and two thread hops) serve them all.
+JOBS_PER_INSTANCE = 64
+# What `bootstrap` chooses on SQLite, where a completion's COMMIT and fixed statements cost as
+# much again as its rows at 64 jobs: at 256 a drained backlog cost ~25 % less CPU per job and
+# the worker kept up with a saturated edge instead of falling behind it; 512 and 1,024 cost more
+# again (larger sorts and transactions). On PostgreSQL 256 cost two nodes sharing an instance
+# ~12 % of their acknowledgements (P6), so it keeps 64 (docs/benchmarks.md).
+JOBS_PER_INSTANCE_SQLITE = 256
 
 
 class AvatarJobWorker:
