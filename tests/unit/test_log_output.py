@@ -5,7 +5,8 @@ from __future__ import annotations
 import io
 import logging
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from typing import Any
 
 import pytest
 
@@ -41,21 +42,31 @@ def make_logger(handler: logging.Handler, name: str) -> logging.Logger:
     return logger
 
 
+Batching = Callable[..., tuple[BatchingStreamHandler, logging.Logger]]
+
+
 @pytest.fixture
-def handlers() -> Iterator[list[BatchingStreamHandler]]:
+def batching() -> Iterator[Batching]:
+    """Makes a handler on a stream (an interval no test waits for, unless given) and a logger
+    of its own that writes only to it; the handlers are closed at teardown."""
     made: list[BatchingStreamHandler] = []
-    yield made
+
+    def make(
+        stream: RecordingStream, name: str, **options: Any
+    ) -> tuple[BatchingStreamHandler, logging.Logger]:
+        handler = BatchingStreamHandler(stream, **{"interval_s": 3600, **options})
+        made.append(handler)
+        return handler, make_logger(handler, name)
+
+    yield make
     for handler in made:
         handler.close()
 
 
 def test_records_below_the_flush_level_are_kept_and_written_together(
-    stream: RecordingStream, handlers: list[BatchingStreamHandler]
+    stream: RecordingStream, batching: Batching
 ) -> None:
-    # An interval no test waits for: only the explicit flush writes.
-    handler = BatchingStreamHandler(stream, interval_s=3600)
-    handlers.append(handler)
-    logger = make_logger(handler, "kept")
+    handler, logger = batching(stream, "kept")
     for n in range(100):
         logger.info("request %d", n)
     assert stream.getvalue() == ""
@@ -65,11 +76,9 @@ def test_records_below_the_flush_level_are_kept_and_written_together(
 
 
 def test_a_warning_is_written_at_once_after_the_records_before_it(
-    stream: RecordingStream, handlers: list[BatchingStreamHandler]
+    stream: RecordingStream, batching: Batching
 ) -> None:
-    handler = BatchingStreamHandler(stream, interval_s=3600)
-    handlers.append(handler)
-    logger = make_logger(handler, "warning")
+    _, logger = batching(stream, "warning")
     logger.info("first")
     logger.warning("second")
     assert stream.getvalue() == "INFO first\nWARNING second\n"
@@ -78,22 +87,18 @@ def test_a_warning_is_written_at_once_after_the_records_before_it(
 
 
 def test_the_thread_writes_what_is_kept_within_the_interval(
-    stream: RecordingStream, handlers: list[BatchingStreamHandler]
+    stream: RecordingStream, batching: Batching
 ) -> None:
-    handler = BatchingStreamHandler(stream, interval_s=0.01)
-    handlers.append(handler)
-    logger = make_logger(handler, "interval")
+    _, logger = batching(stream, "interval", interval_s=0.01)
     logger.info("on its own")
     assert stream.written.wait(timeout=10), "the flushing thread never wrote"
     assert stream.getvalue() == "INFO on its own\n"
 
 
 def test_a_burst_is_written_once_the_kept_text_reaches_its_bound(
-    stream: RecordingStream, handlers: list[BatchingStreamHandler]
+    stream: RecordingStream, batching: Batching
 ) -> None:
-    handler = BatchingStreamHandler(stream, interval_s=3600, max_pending_chars=100)
-    handlers.append(handler)
-    logger = make_logger(handler, "burst")
+    _, logger = batching(stream, "burst", max_pending_chars=100)
     line = "x" * 40  # 46 characters with "INFO " and the newline
     logger.info(line)
     logger.info(line)
@@ -113,7 +118,7 @@ def test_close_writes_what_is_kept_and_stops_the_thread(stream: RecordingStream)
 
 
 def test_a_failed_write_is_reported_and_later_records_still_written(
-    handlers: list[BatchingStreamHandler], monkeypatch: pytest.MonkeyPatch
+    batching: Batching, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     class FailingOnce(RecordingStream):
         def write(self, text: str) -> int:
@@ -124,10 +129,8 @@ def test_a_failed_write_is_reported_and_later_records_still_written(
 
     reported: list[logging.LogRecord] = []
     stream = FailingOnce()
-    handler = BatchingStreamHandler(stream, interval_s=3600)
-    handlers.append(handler)
+    handler, logger = batching(stream, "failing")
     monkeypatch.setattr(handler, "handleError", reported.append)
-    logger = make_logger(handler, "failing")
     logger.warning("lost")
     logger.warning("kept")
     assert len(reported) == 1
