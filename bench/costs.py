@@ -15,6 +15,9 @@ Store hops (a SQLite store opened in this process, no server): the CPU of one st
 that does nothing (an empty read), run in the store thread alone, and started from an event
 loop one at a time or ten at a time: what the trip to the store thread and back costs, with
 the threads on one CPU (as `serve` keeps a SQLite server) and free to run on any.
+In process (`inproc.py`: the app's ASGI callable called directly, no HTTP server, on one CPU):
+CPU per `/ping`, acknowledgement (worker held back) and job, and per receive+delete cycle
+against two `/ping`s one at a time: route costs without the HTTP server's share or noise.
 Idle wakes (the same kind of store, on one CPU): the thread CPU of a one-row write transaction
 back to back and after 20 ms of idleness, which on small VMs costs many times more (every first
 system call and page touch after the CPU idled is slow): the price every operation pays at low
@@ -393,18 +396,59 @@ def read_dumps(server: Server, *paths: Path) -> list[Any]:
     return [json.loads(path.read_text()) for path in paths]
 
 
+def in_process(report: Report, repeats: int, tmp: Path, smoke: bool) -> None:
+    """Route costs with the app called in this process (`inproc.py`), on one CPU."""
+    import inproc
+
+    rounds: list[dict[str, float]] = []
+    for _ in range(repeats):
+        with on_one_cpu(True):
+            rounds.append(
+                asyncio.run(inproc.measure(tmp, 300 if smoke else 20_000, 50 if smoke else 5_000))
+            )
+    runs = {name: [found[name] for found in rounds] for name in rounds[0]}
+    ping = runs["ping"]
+    report.add(Figure("costs.inproc_ping", "in-process CPU per POST /ping", "us", ping))
+    report.add(
+        Figure(
+            "costs.inproc_ack",
+            "in-process CPU per getAvatarAsync acknowledgement, worker held back",
+            "us",
+            runs["ack"],
+            "POST /ping us",
+            ping,
+        )
+    )
+    report.add(
+        Figure("costs.inproc_job", "in-process CPU per avatar job, draining", "us", runs["job"])
+    )
+    report.add(
+        Figure(
+            "costs.inproc_cycle",
+            "in-process CPU per receive+delete cycle, one at a time",
+            "us",
+            runs["cycle"],
+            "two /ping one at a time us",
+            runs["ping_pair"],
+        )
+    )
+
+
+PARTS = ("saturated", "moderate", "hops", "inproc", "wakes")
+
+
 def main() -> None:
     parser = arg_parser(__doc__)
     parser.add_argument("--rate", type=float, default=2000, help="moderate part: requests/s")
     parser.add_argument("--instances", type=int, default=10, help="moderate part: instances")
     parser.add_argument(
         "--only",
-        choices=("saturated", "moderate", "hops", "wakes"),
+        choices=PARTS,
         action="append",
-        help="run only this part (repeatable; default: all four)",
+        help="run only this part (repeatable; default: all of them)",
     )
     args = parser.parse_args()
-    parts = set(args.only or ("saturated", "moderate", "hops", "wakes"))
+    parts = set(args.only or PARTS)
     require_wrk()
     smoke = args.smoke
     report = Report("COSTS", "server CPU per request and per store operation", smoke)
@@ -415,6 +459,8 @@ def main() -> None:
             moderate(report, 200 if smoke else args.rate, args.instances, 1 if smoke else 6, tmp)
         if "hops" in parts:
             store_hops(report, 1 if smoke else args.repeats, 100 if smoke else 2000, tmp)
+        if "inproc" in parts:
+            in_process(report, 1 if smoke else args.repeats, tmp, smoke)
         if "wakes" in parts:
             idle_wakes(report, 1 if smoke else args.repeats, 10 if smoke else 200, tmp)
     report.finish(args.json)
