@@ -7,9 +7,11 @@ import functools
 import gc
 import json
 import logging
+import signal
 import sys
 from collections.abc import Callable, Coroutine
 from pathlib import Path
+from types import FrameType
 from typing import Any, TypeVar
 
 import click
@@ -209,6 +211,7 @@ def serve(
     _tune_garbage_collector()
     # What start-up logged (the CPU pinned, migrations) is out before a request can be served.
     log_output.flush()
+    _flush_logs_before_terminating(log_output)
     uvicorn.run(
         app,
         host=settings.host,
@@ -217,6 +220,25 @@ def serve(
         access_log=False,  # wagate.access logs requests with the token redacted
         server_header=False,
     )
+
+
+def _flush_logs_before_terminating(log_output: logging.Handler) -> None:
+    """Make SIGTERM and SIGHUP write the log output's held lines before they end the process.
+
+    After a graceful shutdown on SIGTERM, uvicorn restores the handler it found and raises the
+    signal again, so the process ends by the signal: no atexit, so no `logging.shutdown`, and
+    the batched lines of the shutdown itself would be lost. The handler it finds and restores is
+    this one, which writes them and then lets the signal end the process as it would have.
+    SIGHUP (uvicorn leaves it alone) ends the process at once, as before, its lines written.
+    (SIGINT needs nothing: its default raises KeyboardInterrupt, and the exit runs atexit.)"""
+
+    def flush_then_terminate(signum: int, frame: FrameType | None) -> None:
+        log_output.flush()
+        signal.signal(signum, signal.SIG_DFL)
+        signal.raise_signal(signum)
+
+    for signum in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(signum, flush_then_terminate)
 
 
 # The cyclic collector's thresholds for a server (Python's default: 700, 10, 10). Under load
