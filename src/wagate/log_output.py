@@ -4,13 +4,15 @@ call per record.
 The stock `StreamHandler` writes and flushes every record: one `write` per request through the
 access log. Each releases the GIL, and while the store thread is waiting for it (a group commit
 in flight, as under load) every such release hands the GIL over and back: two context switches
-for one log line. Measured on `wagate serve` under wrk, that cost a getAvatarAsync
-acknowledgement ~10 µs of CPU more than `/ping` pays for its own line (docs/benchmarks.md, the
-change table's row on the log output). Batching the writes removes the system calls from the
-event loop's path: a record is formatted and kept, and a thread writes what was kept every
-`interval_s`. Nothing waits longer than that to be seen, and a record at `flush_level` or above
-(a warning, an error) is written at once, with everything before it, so that the lines that
-matter most are never the ones lost if the process is killed.
+for one log line. With the app called in-process (no HTTP server), a getAvatarAsync
+acknowledgement cost 106 µs of CPU with a write per record and 57 µs without, `/ping` 27 and
+24 µs; under wrk, where the HTTP server's own socket calls hand the GIL over as well, the saving
+was ~3-5 µs a request (docs/benchmarks.md, the change table's row on the log output). Batching
+the writes removes the system calls from the event loop's path: a record is formatted and
+kept, and a thread writes what was kept every `interval_s`. Nothing waits longer than that to be
+seen, and a record at `flush_level` or above (a warning, an error) is written at once, with
+everything before it, so that the lines that matter most are never the ones lost if the process
+is killed.
 """
 
 from __future__ import annotations
