@@ -25,11 +25,10 @@ from typing import Any
 
 from bulk import fill_notifications
 
-from wagate.cli import _skip_unused_log_fields
 from wagate.config import Settings
 from wagate.core.model import Instance
 from wagate.http import create_app
-from wagate.log_output import BatchingStreamHandler
+from wagate.log_output import server_log_output
 from wagate.workers import avatar_jobs
 
 Asgi = Callable[[dict[str, Any], Any, Any], Awaitable[None]]
@@ -64,10 +63,8 @@ class HeldWorker:
 @asynccontextmanager
 async def running_app(data_dir: Path, log_path: Path) -> AsyncIterator[Any]:
     """The app with its lifespan started (and ended on exit), logging as `serve` does."""
-    _skip_unused_log_fields()
     stream = log_path.open("a")
-    handler = BatchingStreamHandler(stream)
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s %(message)s"))
+    handler = server_log_output(stream)
     root = logging.getLogger()
     level = root.level
     root.addHandler(handler)

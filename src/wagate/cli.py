@@ -24,7 +24,7 @@ from wagate.core.model import Instance, InstanceState, NotificationStatus
 from wagate.cpu_affinity import AffinityError, parse_cpu_affinity, pin_process
 from wagate.engines.sandbox_demo import DEMO_PHONE, write_demo_world
 from wagate.engines.sandbox_world import load_world_file
-from wagate.log_output import BatchingStreamHandler
+from wagate.log_output import server_log_output
 
 T = TypeVar("T")
 F = TypeVar("F", bound=Callable[..., Any])
@@ -193,14 +193,8 @@ def serve(
         migrate_on_start=migrate,
         cpu_affinity=affinity,
     )
-    _skip_unused_log_fields()
-    # Batched writes, not one per record: wagate/log_output.py says why.
-    log_output = BatchingStreamHandler(sys.stderr)
-    logging.basicConfig(
-        level=settings.log_level,
-        format="%(asctime)s %(levelname)s %(name)s %(message)s",
-        handlers=[log_output],
-    )
+    log_output = server_log_output(sys.stderr)
+    logging.basicConfig(level=settings.log_level, handlers=[log_output])
     # Before anything starts a thread (the store's, uvicorn's), so that all inherit it.
     try:
         pin_process(settings.cpu_affinity, is_sqlite=settings.is_sqlite)
@@ -260,16 +254,6 @@ def _tune_garbage_collector() -> None:
     gc.collect()
     gc.freeze()
     gc.set_threshold(*GC_THRESHOLDS)
-
-
-def _skip_unused_log_fields() -> None:
-    """Stop computing, for every log record, fields the format does not show (the logging
-    HOWTO's "Optimization"): the caller's file and line (a stack walk), thread and process
-    names. They were ~8 % of the event loop's time under load, through the access log."""
-    logging.logThreads = False
-    logging.logProcesses = False
-    logging.logMultiprocessing = False
-    logging._srcfile = None
 
 
 async def _prepare_serve(runtime: Runtime, *, demo: bool) -> None:
