@@ -114,6 +114,7 @@ async def open_runtime(
             settings.poll_interval_s,
             prefetch=_POLL_PREFETCH if settings.is_sqlite else 1,
         )
+        stack.push_async_callback(notifications.aclose)  # before the store closes
         runtime: Runtime
         avatars = AvatarService(
             store,

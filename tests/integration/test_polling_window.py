@@ -1,21 +1,31 @@
 """NotificationService's polling window: receives answered from prefetched heads, in order,
-and never a notification this process has already taken off the queue."""
+and never a notification this process has already taken off the queue; deletes answered from
+the window written together, before anything reads the queue again."""
 
 from __future__ import annotations
 
 import asyncio
+import logging
+from collections.abc import AsyncIterator, Callable
 from dataclasses import replace
 from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 from tests.integration.test_store import make_instance, queue
+from wagate.bootstrap import open_runtime
+from wagate.config import Settings
+from wagate.core import notifications
 from wagate.core.errors import PushModeActive
-from wagate.core.model import Instance, InstanceSettings
+from wagate.core.instances import InstanceService
+from wagate.core.model import Instance, InstanceSettings, NotificationStatus
 from wagate.core.notifications import NotificationService
 from wagate.core.ports import Store
+from wagate.core.settings import SettingsService
 from wagate.core.wakeups import LocalWakeUps
+from wagate.stores.sql import open_store
 
 pytestmark = pytest.mark.anyio
 
@@ -26,11 +36,15 @@ def anyio_backend() -> str:
 
 
 class CountingStore:
-    """The store, counting the reads of queue heads."""
+    """The store, counting the reads of queue heads and the deletes (one by one, or deferred
+    and written together; `written` is set when such a write has committed)."""
 
     def __init__(self, store: Store) -> None:
         self._store = store
         self.head_reads = 0
+        self.single_deletes = 0
+        self.batch_deletes = 0
+        self.written = asyncio.Event()
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._store, name)
@@ -43,25 +57,52 @@ class CountingStore:
         self.head_reads += 1
         return await self._store.head_notification(*args, **kwargs)
 
+    async def delete_notification(self, *args: Any, **kwargs: Any) -> Any:
+        self.single_deletes += 1
+        return await self._store.delete_notification(*args, **kwargs)
+
+    async def delete_notifications(self, *args: Any, **kwargs: Any) -> Any:
+        self.batch_deletes += 1
+        deleted = await self._store.delete_notifications(*args, **kwargs)
+        self.written.set()
+        return deleted
+
+
+@pytest.fixture
+async def opened(store: Store) -> AsyncIterator[list[NotificationService]]:
+    """The services a test made, closed (what they deferred written) before the store."""
+    services: list[NotificationService] = []
+    yield services
+    for service in services:
+        await service.aclose()
+
 
 async def head_id(service: NotificationService, instance: Instance) -> int | None:
     head = await service.receive(instance, 0)
     return None if head is None else head.receipt_id
 
 
-async def setup(
-    store: Store, n: int, prefetch: int
-) -> tuple[Instance, list[int], CountingStore, NotificationService]:
-    instance = make_instance()
-    await store.create_instance(instance)
-    ids = await queue(store, instance.id, n)
-    counting = CountingStore(store)
-    service = NotificationService(counting, LocalWakeUps(), 60.0, prefetch=prefetch)
-    return instance, ids, counting, service
+Setup = Callable[..., Any]
 
 
-async def test_a_drain_reads_the_queue_once_per_window(store: Store) -> None:
-    instance, ids, counting, service = await setup(store, 10, prefetch=4)
+@pytest.fixture
+def setup(store: Store, opened: list[NotificationService]) -> Setup:
+    async def make(
+        n: int, prefetch: int = 8
+    ) -> tuple[Instance, list[int], CountingStore, NotificationService]:
+        instance = make_instance()
+        await store.create_instance(instance)
+        ids = await queue(store, instance.id, n)
+        counting = CountingStore(store)
+        service = NotificationService(counting, LocalWakeUps(), 60.0, prefetch=prefetch)
+        opened.append(service)
+        return instance, ids, counting, service
+
+    return make
+
+
+async def test_a_drain_reads_the_queue_once_per_window(store: Store, setup: Setup) -> None:
+    instance, ids, counting, service = await setup(10, prefetch=4)
     seen = []
     for _ in range(10):
         head = await service.receive(instance, 0)
@@ -72,37 +113,162 @@ async def test_a_drain_reads_the_queue_once_per_window(store: Store) -> None:
     assert seen == ids
     assert await service.receive(instance, 0) is None
     assert counting.head_reads == 4  # 4 + 4 + 2, then the empty queue
+    # A window's deletes written together before the next read: 4, 4, then 2.
+    assert (counting.single_deletes, counting.batch_deletes) == (0, 3)
     assert await store.count_notifications(instance.id) == 0
 
 
-async def test_without_prefetch_every_receive_reads(store: Store) -> None:
-    instance, ids, counting, service = await setup(store, 3, prefetch=1)
+async def test_without_prefetch_every_receive_reads_and_every_delete_writes(
+    setup: Setup,
+) -> None:
+    instance, ids, counting, service = await setup(3, prefetch=1)
     for receipt_id in ids:
         head = await service.receive(instance, 0)
         assert head is not None and head.receipt_id == receipt_id
         assert await service.delete(instance, receipt_id)
     assert counting.head_reads == 3
+    assert (counting.single_deletes, counting.batch_deletes) == (3, 0)
 
 
-async def test_deleting_out_of_order_skips_that_one(store: Store) -> None:
-    instance, ids, _, service = await setup(store, 4, prefetch=8)
+async def test_deleting_out_of_order_skips_that_one(setup: Setup) -> None:
+    instance, ids, _, service = await setup(4)
     assert await head_id(service, instance) == ids[0]
     assert await service.delete(instance, ids[1])
     assert await service.delete(instance, ids[0])
     assert await head_id(service, instance) == ids[2]
 
 
-async def test_a_failed_delete_still_leaves_the_window(store: Store) -> None:
-    # Deleted behind the window's back (as another process would), then by the client.
-    instance, ids, _, service = await setup(store, 3, prefetch=8)
+async def test_a_deferred_delete_is_written_soon_with_no_other_call(
+    store: Store, setup: Setup
+) -> None:
+    instance, ids, counting, service = await setup(2)
+    assert await head_id(service, instance) == ids[0]
+    assert await service.delete(instance, ids[0])
+    assert await store.count_notifications(instance.id) == 2  # answered, not yet written
+    await asyncio.wait_for(counting.written.wait(), 5)
+    assert await store.count_notifications(instance.id) == 1
+    assert counting.single_deletes == 0
+
+
+async def test_a_second_delete_of_one_notification_answers_false(setup: Setup) -> None:
+    instance, ids, counting, service = await setup(2)
+    assert await head_id(service, instance) == ids[0]
+    assert await service.delete(instance, ids[0])
+    assert not await service.delete(instance, ids[0])  # still deferred
+    await service.write_deferred_deletes()
+    assert not await service.delete(instance, ids[0])  # written
+    assert counting.batch_deletes == 1
+
+
+async def test_count_list_and_clear_see_the_deferred_deletes(setup: Setup) -> None:
+    instance, ids, _, service = await setup(3)
+    assert await head_id(service, instance) == ids[0]
+    assert await service.delete(instance, ids[0])
+    assert await service.count(instance) == 2
+    queued = await service.list_for(instance.id, NotificationStatus.QUEUED)
+    assert [n.receipt_id for n in queued] == ids[1:]
+    assert await head_id(service, instance) == ids[1]
+    assert await service.delete(instance, ids[1])
+    assert await service.clear(instance) == 1
+
+
+async def test_closing_writes_what_was_deferred(store: Store, setup: Setup) -> None:
+    instance, ids, counting, service = await setup(2)
+    assert await head_id(service, instance) == ids[0]
+    assert await service.delete(instance, ids[0])
+    await service.aclose()
+    assert counting.batch_deletes == 1
+    assert await store.count_notifications(instance.id) == 1
+
+
+class FailingDeletes(CountingStore):
+    """Its next write of deferred deletes fails."""
+
+    fail = True
+
+    async def delete_notifications(self, *args: Any, **kwargs: Any) -> Any:
+        if self.fail:
+            self.fail = False
+            raise OSError("disk I/O error")
+        return await super().delete_notifications(*args, **kwargs)
+
+
+async def test_deferred_deletes_a_failed_write_kept_are_written_by_the_next(
+    store: Store, opened: list[NotificationService]
+) -> None:
+    instance = make_instance()
+    await store.create_instance(instance)
+    ids = await queue(store, instance.id, 3)
+    failing = FailingDeletes(store)
+    service = NotificationService(failing, LocalWakeUps(), 60.0, prefetch=8)
+    opened.append(service)
+    assert await head_id(service, instance) == ids[0]
+    assert await service.delete(instance, ids[0])
+    with pytest.raises(OSError, match="disk I/O error"):
+        await service.write_deferred_deletes()
+    assert not await service.delete(instance, ids[0])  # still deleted, as answered
+    await service.write_deferred_deletes()
+    assert await store.count_notifications(instance.id) == 2
+
+
+async def test_a_failed_background_write_is_logged_and_retried(
+    store: Store, opened: list[NotificationService], caplog: pytest.LogCaptureFixture
+) -> None:
+    instance = make_instance()
+    await store.create_instance(instance)
+    ids = await queue(store, instance.id, 2)
+    failing = FailingDeletes(store)
+    service = NotificationService(failing, LocalWakeUps(), 60.0, prefetch=8)
+    opened.append(service)
+    assert await head_id(service, instance) == ids[0]
+    with caplog.at_level(logging.WARNING):
+        assert await service.delete(instance, ids[0])
+        await asyncio.wait_for(failing.written.wait(), 5)  # the retry, a second later
+    warnings = [r for r in caplog.records if r.levelno >= logging.WARNING]
+    assert [getattr(r, "action", None) for r in warnings] == ["deferred_deletes_failed"]
+    assert await store.count_notifications(instance.id) == 1
+
+
+async def test_a_delete_behind_the_windows_back_is_answered_from_the_window(
+    store: Store, setup: Setup
+) -> None:
+    # Deleted by another process, then by the client: the window still held it, so the client
+    # hears true (as it was handed the notification), and the deferred write finds nothing.
+    instance, ids, _, service = await setup(3)
     assert await head_id(service, instance) == ids[0]
     assert await store.delete_notification(instance.id, ids[0])
-    assert not await service.delete(instance, ids[0])
+    assert await service.delete(instance, ids[0])
     assert await head_id(service, instance) == ids[1]
+    await service.write_deferred_deletes()
+    assert await store.count_notifications(instance.id) == 2
 
 
-async def test_clearing_the_queue_empties_the_window(store: Store) -> None:
-    instance, _, _, service = await setup(store, 3, prefetch=8)
+class AnySender:
+    async def check_url(self, url: str) -> None:
+        return None
+
+
+async def test_switching_to_push_writes_the_deferred_deletes_first(
+    store: Store, setup: Setup
+) -> None:
+    instance, ids, counting, service = await setup(3)
+    assert await head_id(service, instance) == ids[0]
+    assert await service.delete(instance, ids[0])
+    settings = SettingsService(
+        InstanceService(store, cache_ttl_s=60.0),
+        service,
+        AnySender(),  # type: ignore[arg-type]  # only check_url is called
+        LocalWakeUps(),
+    )
+    await settings.change(instance, InstanceSettings(webhook_url="http://127.0.0.1:9/hook"))
+    # What a push lane would read now.
+    queued = await store.list_notifications(instance.id, NotificationStatus.QUEUED)
+    assert [n.receipt_id for n in queued] == ids[1:]
+    assert counting.batch_deletes == 1
+
+
+async def test_clearing_the_queue_empties_the_window(store: Store, setup: Setup) -> None:
+    instance, _, _, service = await setup(3)
     assert await service.receive(instance, 0) is not None
     assert await service.clear(instance) == 3
     assert await service.receive(instance, 0) is None
@@ -110,15 +276,15 @@ async def test_clearing_the_queue_empties_the_window(store: Store) -> None:
     assert await head_id(service, instance) == later
 
 
-async def test_dead_lettering_empties_every_window(store: Store) -> None:
-    instance, _, _, service = await setup(store, 2, prefetch=8)
+async def test_dead_lettering_empties_every_window(setup: Setup) -> None:
+    instance, _, _, service = await setup(2)
     assert await service.receive(instance, 0) is not None
     assert await service.dead_letter_expired(timedelta(seconds=-60)) == 2
     assert await service.receive(instance, 0) is None
 
 
-async def test_push_mode_and_forget_drop_the_window(store: Store) -> None:
-    instance, ids, counting, service = await setup(store, 3, prefetch=8)
+async def test_push_mode_and_forget_drop_the_window(store: Store, setup: Setup) -> None:
+    instance, ids, counting, service = await setup(3)
     assert await head_id(service, instance) == ids[0]
     pushing = replace(instance, settings=InstanceSettings(webhook_url="http://127.0.0.1:9/hook"))
     with pytest.raises(PushModeActive):
@@ -163,3 +329,19 @@ async def test_a_window_read_overtaken_by_a_delete_is_not_kept(store: Store) -> 
     assert stale is not None and stale.receipt_id == ids[0]  # what it read, as without windows
     assert await head_id(service, instance) == ids[1]  # but that read is not kept
     assert gated.head_reads == 2
+
+
+async def test_a_server_runtime_writes_deferred_deletes_when_it_closes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Written only by the close: the timer would fire after a minute.
+    monkeypatch.setattr(notifications, "DEFERRED_DELETE_S", 60.0)
+    settings = Settings(data_dir=tmp_path / "data")
+    async with open_runtime(settings) as runtime:
+        instance = await runtime.instances.create()
+        ids = await queue(runtime.store, instance.id, 2)
+        assert await head_id(runtime.notifications, instance) == ids[0]
+        assert await runtime.notifications.delete(instance, ids[0])
+        assert await runtime.store.count_notifications(instance.id) == 2
+    async with open_store(settings.effective_database_url) as store:
+        assert await store.count_notifications(instance.id) == 1

@@ -695,6 +695,25 @@ async def test_head_delete_count_clear(store: SqlStore) -> None:
     assert await store.count_notifications(1101000002) == 1
 
 
+async def test_delete_notifications_per_instance_in_one_call(store: SqlStore) -> None:
+    await store.create_instance(make_instance())
+    await store.create_instance(make_instance(1101000002, phone="11001234568"))
+    mine = await queue(store, 1101000001, 3)
+    theirs = await queue(store, 1101000002, 2)
+    deleted = await store.delete_notifications(
+        # Another instance's id under this one, and an unknown id, are skipped.
+        {1101000001: [mine[0], mine[2], theirs[0], 999999], 1101000002: [theirs[1]]}
+    )
+    assert deleted == 3
+    assert [
+        n.receipt_id for n in await store.list_notifications(1101000001, NotificationStatus.QUEUED)
+    ] == [mine[1]]
+    assert [
+        n.receipt_id for n in await store.list_notifications(1101000002, NotificationStatus.QUEUED)
+    ] == [theirs[0]]
+    assert await store.delete_notifications({1101000001: [mine[0]], 1101000002: []}) == 0
+
+
 async def test_receipt_ids_grow_after_deleting_the_newest(store: SqlStore) -> None:
     await store.create_instance(make_instance())
     [first] = await queue(store, 1101000001, 1)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections import OrderedDict, deque
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -12,8 +13,15 @@ from wagate.core.errors import PushModeActive
 from wagate.core.model import Instance, Notification, NotificationStatus
 from wagate.core.ports import Store, WakeUps
 
+logger = logging.getLogger(__name__)
+
 # Windows kept at once: bounds memory when many instances poll (each holds `prefetch` bodies).
 _MAX_WINDOWS = 256
+# How long a delete answered from a window may wait to be written with the next ones: a client
+# draining its queue deletes a window's notifications well within it, so they go in one write.
+DEFERRED_DELETE_S = 0.01
+# After a failed write of deferred deletes, the next try.
+_DEFERRED_DELETE_RETRY_S = 1.0
 
 
 @dataclass
@@ -45,6 +53,14 @@ class NotificationService:
     `poll_interval_s`, the same bound as for instance changes. So it is only for a store that
     one server process writes alone (SQLite); on PostgreSQL nodes, another node's delete
     could otherwise hand a client a notification it already deleted.
+
+    With windows, a delete of a notification in its window is answered at once and written
+    with the other deletes of the next `DEFERRED_DELETE_S` (or before the window is read again,
+    or before anything else reads or changes the queue: count, clear, list, dead-lettering, a
+    webhookUrl change), so a drain costs one write per window, not one per cycle. A delete
+    is not a promise of durability: a process killed in those milliseconds hands the
+    notification out again after its restart, with the same receiptId, as at-least-once
+    delivery allows. `aclose()` writes what is deferred.
     """
 
     def __init__(
@@ -56,6 +72,12 @@ class NotificationService:
         self._prefetch = prefetch
         self._windows: OrderedDict[int, _Window] = OrderedDict()
         self._loading: dict[int, _Loading] = {}
+        # Deletes answered but not yet written, by instance; then those being written.
+        self._deferred: dict[int, set[int]] = {}
+        self._writing: dict[int, set[int]] = {}
+        self._write_lock = asyncio.Lock()
+        self._write_timer: asyncio.TimerHandle | None = None
+        self._write_tasks: set[asyncio.Task[None]] = set()
 
     async def receive(self, instance: Instance, timeout_s: float) -> Notification | None:
         """The oldest queued notification, waiting up to `timeout_s` for one to arrive.
@@ -91,6 +113,8 @@ class NotificationService:
         loading = self._loading.setdefault(instance_id, _Loading())
         loading.reads += 1
         try:
+            # The deletes answered from the last window go first, or the read returns them.
+            await self.write_deferred_deletes()
             heads = await self._store.list_notifications(
                 instance_id, NotificationStatus.QUEUED, self._prefetch
             )
@@ -118,6 +142,19 @@ class NotificationService:
             loading.changed = True
 
     async def delete(self, instance: Instance, receipt_id: int) -> bool:
+        window = self._windows.get(instance.id)
+        now = asyncio.get_running_loop().time()
+        if window is not None and now - window.loaded_at < self._poll_interval_s:
+            if window.heads and window.heads[0].receipt_id == receipt_id:
+                window.heads.popleft()
+                return self._defer_delete(instance.id, receipt_id)
+            if any(n.receipt_id == receipt_id for n in window.heads):
+                window.heads = deque(n for n in window.heads if n.receipt_id != receipt_id)
+                return self._defer_delete(instance.id, receipt_id)
+        if receipt_id in self._deferred.get(instance.id, ()) or receipt_id in self._writing.get(
+            instance.id, ()
+        ):
+            return False  # deleted already, not yet committed
         deleted = await self._store.delete_notification(instance.id, receipt_id)
         # After the commit: a receive running meanwhile may have re-read it from the store.
         self._changed(instance.id)
@@ -129,11 +166,82 @@ class NotificationService:
                 window.heads = deque(n for n in window.heads if n.receipt_id != receipt_id)
         return deleted
 
+    def _defer_delete(self, instance_id: int, receipt_id: int) -> bool:
+        self._deferred.setdefault(instance_id, set()).add(receipt_id)
+        # A window read in flight may have read it: that read is not kept.
+        self._changed(instance_id)
+        if self._write_timer is None:
+            self._write_timer = asyncio.get_running_loop().call_later(
+                DEFERRED_DELETE_S, self._start_deferred_write
+            )
+        return True
+
+    def _start_deferred_write(self) -> None:
+        self._write_timer = None
+        task = asyncio.create_task(self._write_deferred_in_background())
+        self._write_tasks.add(task)
+        task.add_done_callback(self._write_tasks.discard)
+
+    async def _write_deferred_in_background(self) -> None:
+        try:
+            await self.write_deferred_deletes()
+        except Exception as exc:  # kept and tried again: they were answered already
+            logger.warning(
+                "deferred notification deletes not written, retrying (%s: %s)",
+                type(exc).__name__,
+                exc,
+                extra={"action": "deferred_deletes_failed"},
+            )
+            if self._deferred and self._write_timer is None:
+                self._write_timer = asyncio.get_running_loop().call_later(
+                    _DEFERRED_DELETE_RETRY_S, self._start_deferred_write
+                )
+
+    async def write_deferred_deletes(self) -> None:
+        """Write the deletes answered from windows; returns once every delete answered before
+        the call is committed. A failed write keeps them for the next call (and raises)."""
+        if not self._deferred and not self._writing:
+            return
+        async with self._write_lock:
+            if not self._deferred:
+                return
+            if self._write_timer is not None:
+                self._write_timer.cancel()
+                self._write_timer = None
+            self._writing, self._deferred = self._deferred, {}
+            try:
+                # Shielded: a receive that gives up waiting does not undo the write under way.
+                await asyncio.shield(self._store.delete_notifications(self._writing))
+            except BaseException:
+                for instance_id, receipt_ids in self._writing.items():
+                    self._deferred.setdefault(instance_id, set()).update(receipt_ids)
+                raise
+            finally:
+                self._writing = {}
+
+    async def aclose(self) -> None:
+        """Write the deferred deletes (at shutdown, before the store closes). If that fails,
+        the notifications stay queued and are handed out again: logged, not raised."""
+        if self._write_timer is not None:
+            self._write_timer.cancel()
+            self._write_timer = None
+        try:
+            await self.write_deferred_deletes()
+        except Exception as exc:
+            logger.warning(
+                "deferred notification deletes not written at shutdown (%s: %s)",
+                type(exc).__name__,
+                exc,
+                extra={"action": "deferred_deletes_failed"},
+            )
+
     async def count(self, instance: Instance) -> int:
+        await self.write_deferred_deletes()
         return await self._store.count_notifications(instance.id)
 
     async def clear(self, instance: Instance) -> int:
         try:
+            await self.write_deferred_deletes()
             return await self._store.clear_notifications(instance.id)
         finally:
             self.forget(instance.id)
@@ -141,6 +249,7 @@ class NotificationService:
     async def list_for(
         self, instance_id: int, status: NotificationStatus, limit: int = 100
     ) -> list[Notification]:
+        await self.write_deferred_deletes()
         return await self._store.list_notifications(instance_id, status, limit)
 
     async def replay(self, instance_id: int, receipt_ids: Sequence[int] | None) -> int:
@@ -150,6 +259,8 @@ class NotificationService:
         return count
 
     async def dead_letter_expired(self, retention: timedelta) -> int:
+        # A notification the client deleted is deleted, not dead-lettered.
+        await self.write_deferred_deletes()
         moved = await self._store.dead_letter_expired(datetime.now(UTC) - retention)
         if moved:
             self._windows.clear()

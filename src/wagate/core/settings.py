@@ -32,5 +32,7 @@ class SettingsService:
         if url != instance.settings.webhook_url:
             # Pushing takes notifications off the queue behind the polling window's back.
             self._notifications.forget(instance.id)
+            # A lane must not push what the client deleted from its window.
+            await self._notifications.write_deferred_deletes()
             await self._wakeups.notification_added(instance.id)
         return updated

@@ -10,7 +10,7 @@ The push-delivery methods live in `push.py` (`PushDelivery`).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Generator, Mapping, Sequence
+from collections.abc import Callable, Collection, Generator, Mapping, Sequence
 from datetime import datetime, timedelta
 from types import TracebackType
 from typing import Any, NamedTuple, TypeVar
@@ -106,6 +106,11 @@ _DELETE_QUEUED_NOTIFICATION = Prepared(
         notifications.c.receipt_id == bindparam("receipt_id"),
         notifications.c.status == queues.QUEUED,
     )
+)
+_DELETE_QUEUED_NOTIFICATIONS = delete(notifications).where(
+    notifications.c.instance_id == bindparam("instance_id"),
+    notifications.c.receipt_id.in_(bindparam("receipt_ids", expanding=True)),
+    notifications.c.status == queues.QUEUED,
 )
 _COUNT_QUEUED_NOTIFICATIONS = (
     select(func.count())
@@ -579,6 +584,23 @@ class SqlStore(PushDelivery):
             lambda conn: _DELETE_QUEUED_NOTIFICATION.rowcount(conn, params)
         )
         return deleted > 0
+
+    async def delete_notifications(self, receipt_ids: Mapping[int, Collection[int]]) -> int:
+        """Delete queued notifications, named per instance id, in one transaction; returns how
+        many were there (ids that are not queued, or not that instance's, are skipped)."""
+
+        def delete_all(conn: Connection) -> int:
+            return sum(
+                conn.execute(
+                    _DELETE_QUEUED_NOTIFICATIONS,
+                    {"instance_id": instance_id, "receipt_ids": list(ids)},
+                ).rowcount
+                for instance_id, ids in receipt_ids.items()
+                if ids
+            )
+
+        deleted: int = await self._writer.run(delete_all)
+        return deleted
 
     async def count_notifications(self, instance_id: int) -> int:
         """How many notifications are queued (dead letters are not counted)."""
