@@ -211,6 +211,23 @@ async def test_deferred_deletes_a_failed_write_kept_are_written_by_the_next(
     assert await store.count_notifications(instance.id) == 2
 
 
+async def test_a_write_that_failed_its_caller_is_tried_again_on_its_own(
+    store: Store, opened: list[NotificationService]
+) -> None:
+    instance = make_instance()
+    await store.create_instance(instance)
+    ids = await queue(store, instance.id, 2)
+    failing = FailingDeletes(store)
+    service = NotificationService(failing, LocalWakeUps(), 60.0, prefetch=8)
+    opened.append(service)
+    assert await head_id(service, instance) == ids[0]
+    assert await service.delete(instance, ids[0])
+    with pytest.raises(OSError, match="disk I/O error"):
+        await service.count(instance)
+    await asyncio.wait_for(failing.written.wait(), 5)  # a second later, with no other call
+    assert await store.count_notifications(instance.id) == 1
+
+
 async def test_a_failed_background_write_is_logged_and_retried(
     store: Store, opened: list[NotificationService], caplog: pytest.LogCaptureFixture
 ) -> None:

@@ -185,17 +185,13 @@ class NotificationService:
     async def _write_deferred_in_background(self) -> None:
         try:
             await self.write_deferred_deletes()
-        except Exception as exc:  # kept and tried again: they were answered already
+        except Exception as exc:  # kept, and tried again: they were answered already
             logger.warning(
                 "deferred notification deletes not written, retrying (%s: %s)",
                 type(exc).__name__,
                 exc,
                 extra={"action": "deferred_deletes_failed"},
             )
-            if self._deferred and self._write_timer is None:
-                self._write_timer = asyncio.get_running_loop().call_later(
-                    _DEFERRED_DELETE_RETRY_S, self._start_deferred_write
-                )
 
     async def write_deferred_deletes(self) -> None:
         """Write the deletes answered from windows; returns once every delete answered before
@@ -215,6 +211,11 @@ class NotificationService:
             except BaseException:
                 for instance_id, receipt_ids in self._writing.items():
                     self._deferred.setdefault(instance_id, set()).update(receipt_ids)
+                # Tried again later even if nothing else asks for it (no more deletes come).
+                if self._write_timer is None:
+                    self._write_timer = asyncio.get_running_loop().call_later(
+                        _DEFERRED_DELETE_RETRY_S, self._start_deferred_write
+                    )
                 raise
             finally:
                 self._writing = {}
@@ -225,9 +226,13 @@ class NotificationService:
         if self._write_timer is not None:
             self._write_timer.cancel()
             self._write_timer = None
+        await asyncio.gather(*self._write_tasks, return_exceptions=True)
         try:
             await self.write_deferred_deletes()
         except Exception as exc:
+            if self._write_timer is not None:
+                self._write_timer.cancel()  # no later try: the store is about to close
+                self._write_timer = None
             logger.warning(
                 "deferred notification deletes not written at shutdown (%s: %s)",
                 type(exc).__name__,
