@@ -88,12 +88,12 @@ Setup = Callable[..., Any]
 @pytest.fixture
 def setup(store: Store, opened: list[NotificationService]) -> Setup:
     async def make(
-        n: int, prefetch: int = 8
-    ) -> tuple[Instance, list[int], CountingStore, NotificationService]:
+        n: int, prefetch: int = 8, wrapper: type[CountingStore] = CountingStore
+    ) -> tuple[Instance, list[int], Any, NotificationService]:
         instance = make_instance()
         await store.create_instance(instance)
         ids = await queue(store, instance.id, n)
-        counting = CountingStore(store)
+        counting = wrapper(store)
         service = NotificationService(counting, LocalWakeUps(), 60.0, prefetch=prefetch)
         opened.append(service)
         return instance, ids, counting, service
@@ -193,17 +193,19 @@ class FailingDeletes(CountingStore):
         return await super().delete_notifications(*args, **kwargs)
 
 
-async def test_deferred_deletes_a_failed_write_kept_are_written_by_the_next(
-    store: Store, opened: list[NotificationService]
-) -> None:
-    instance = make_instance()
-    await store.create_instance(instance)
-    ids = await queue(store, instance.id, 3)
-    failing = FailingDeletes(store)
-    service = NotificationService(failing, LocalWakeUps(), 60.0, prefetch=8)
-    opened.append(service)
+async def failed_first_write(setup: Setup, n: int) -> tuple[Instance, list[int], Any, Any]:
+    """An instance with `n` queued, the first deleted from the window, the write of that
+    delete set to fail."""
+    instance, ids, failing, service = await setup(n, wrapper=FailingDeletes)
     assert await head_id(service, instance) == ids[0]
     assert await service.delete(instance, ids[0])
+    return instance, ids, failing, service
+
+
+async def test_deferred_deletes_a_failed_write_kept_are_written_by_the_next(
+    store: Store, setup: Setup
+) -> None:
+    instance, ids, _, service = await failed_first_write(setup, 3)
     with pytest.raises(OSError, match="disk I/O error"):
         await service.write_deferred_deletes()
     assert not await service.delete(instance, ids[0])  # still deleted, as answered
@@ -212,16 +214,9 @@ async def test_deferred_deletes_a_failed_write_kept_are_written_by_the_next(
 
 
 async def test_a_write_that_failed_its_caller_is_tried_again_on_its_own(
-    store: Store, opened: list[NotificationService]
+    store: Store, setup: Setup
 ) -> None:
-    instance = make_instance()
-    await store.create_instance(instance)
-    ids = await queue(store, instance.id, 2)
-    failing = FailingDeletes(store)
-    service = NotificationService(failing, LocalWakeUps(), 60.0, prefetch=8)
-    opened.append(service)
-    assert await head_id(service, instance) == ids[0]
-    assert await service.delete(instance, ids[0])
+    instance, _, failing, service = await failed_first_write(setup, 2)
     with pytest.raises(OSError, match="disk I/O error"):
         await service.count(instance)
     await asyncio.wait_for(failing.written.wait(), 5)  # a second later, with no other call
@@ -229,17 +224,10 @@ async def test_a_write_that_failed_its_caller_is_tried_again_on_its_own(
 
 
 async def test_a_failed_background_write_is_logged_and_retried(
-    store: Store, opened: list[NotificationService], caplog: pytest.LogCaptureFixture
+    store: Store, setup: Setup, caplog: pytest.LogCaptureFixture
 ) -> None:
-    instance = make_instance()
-    await store.create_instance(instance)
-    ids = await queue(store, instance.id, 2)
-    failing = FailingDeletes(store)
-    service = NotificationService(failing, LocalWakeUps(), 60.0, prefetch=8)
-    opened.append(service)
-    assert await head_id(service, instance) == ids[0]
     with caplog.at_level(logging.WARNING):
-        assert await service.delete(instance, ids[0])
+        instance, _, failing, _ = await failed_first_write(setup, 2)
         await asyncio.wait_for(failing.written.wait(), 5)  # the retry, a second later
     warnings = [r for r in caplog.records if r.levelno >= logging.WARNING]
     assert [getattr(r, "action", None) for r in warnings] == ["deferred_deletes_failed"]
