@@ -198,6 +198,7 @@ async def run_workers(runtime: Runtime) -> AsyncIterator[None]:
             timeout_s=settings.webhook_timeout_s,
             max_interval_s=settings.webhook_max_interval_s,
             poll_interval_s=settings.poll_interval_s,
+            ids_commit_in_order=settings.is_sqlite,
         ).run(),
         "retention": RetentionWorker(
             runtime.notifications, settings.notification_retention_s

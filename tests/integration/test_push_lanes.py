@@ -24,7 +24,7 @@ from wagate.core.wakeups import LocalWakeUps
 from wagate.stores import SqlStore, open_store
 from wagate.stores._connect import sync_url
 from wagate.stores.schema import push_lanes
-from wagate.workers.delivery import PushDispatcher
+from wagate.workers.delivery import BATCH, PushDispatcher
 
 pytestmark = pytest.mark.anyio
 
@@ -74,6 +74,7 @@ class CountingClaims:
         self.releases = 0
         self.released = asyncio.Event()
         self.reads = 0
+        self.rows_read = 0
         self.marks = 0
 
     def __getattr__(self, name: str) -> Any:
@@ -102,7 +103,9 @@ class CountingClaims:
         self, instance_id: int, limit: int, after_receipt_id: int = 0
     ) -> list[Notification]:
         self.reads += 1
-        return await self._store.queued_notifications(instance_id, limit, after_receipt_id)
+        read = await self._store.queued_notifications(instance_id, limit, after_receipt_id)
+        self.rows_read += len(read)
+        return read
 
 
 @dataclass
@@ -121,6 +124,7 @@ async def running_dispatcher(
     poll_interval_s: float = 30,
     sender: RecordingSender | None = None,
     clock: Callable[[], float] = time.monotonic,
+    ids_commit_in_order: bool = False,
 ) -> AsyncIterator[Running]:
     """Run a dispatcher over `store` for the block; cancel it and await its end after."""
     running = Running(CountingClaims(store), sender or RecordingSender(), LocalWakeUps())
@@ -135,6 +139,7 @@ async def running_dispatcher(
         poll_interval_s=poll_interval_s,
         linger_s=linger_s,
         clock=clock,
+        ids_commit_in_order=ids_commit_in_order,
     )
     task = asyncio.create_task(dispatcher.run())
     try:
@@ -157,6 +162,29 @@ async def test_a_lingering_lane_delivers_what_arrives_without_a_new_claim(
         assert [body["n"] for body in run.sender.bodies] == [0, 1, 0]
         assert run.store.lanes_claimed == 1
         assert run.store.releases == 0
+
+
+@pytest.mark.parametrize("ids_commit_in_order", [True, False])
+async def test_a_long_queue_goes_out_in_order_in_batches(
+    store: SqlStore, ids_commit_in_order: bool
+) -> None:
+    await add(store, A)
+    count = 2 * BATCH + 50
+    await queue(store, A, count)
+    async with running_dispatcher(
+        store, linger_s=0.01, ids_commit_in_order=ids_commit_in_order
+    ) as run:
+        await run.sender.wait_for(count)
+        await asyncio.wait_for(run.store.released.wait(), 10)
+    assert [body["n"] for body in run.sender.bodies] == list(range(count))
+    assert await store.count_notifications(A) == 0
+    if ids_commit_in_order:
+        # Each read starts after the last delivered id: nothing read twice.
+        assert run.store.rows_read == count
+    else:
+        # Each read also asks for as many as are being marked, in case it sees them, and
+        # so reads what the next read returns again.
+        assert run.store.rows_read > count
 
 
 async def test_a_wake_up_for_a_lane_running_here_costs_no_claim(store: SqlStore) -> None:

@@ -43,7 +43,12 @@ class PushDispatcher:
         poll_interval_s: float,
         linger_s: float = LINGER_S,
         clock: Callable[[], float] = time.monotonic,
+        ids_commit_in_order: bool = False,
     ) -> None:
+        """`ids_commit_in_order`: no notification is ever committed with a receipt id below
+        one already visible (SQLite, where one writer at a time assigns them), so a lane's next
+        read can start after the last id it delivered. Not on PostgreSQL, where a transaction
+        holding a lower id may commit after a higher one is seen."""
         self._store = store
         self._instances = instances
         self._sender = sender
@@ -57,6 +62,7 @@ class PushDispatcher:
         # Outlasts a whole batch of slow attempts only if renewed; renewed well before expiry.
         self._lease = timedelta(seconds=max(10.0, timeout_s * 2 + 5))
         self._lanes: dict[int, asyncio.Task[None]] = {}
+        self._ids_commit_in_order = ids_commit_in_order
 
     async def run(self) -> None:
         # The lanes the next claim is for: those the wake-ups named, or None for any due lane
@@ -221,6 +227,13 @@ class PushDispatcher:
         anything newer, so the unmarked ones go again first (at least once, still in order)."""
         if not marking:
             head = await self._store.queued_notifications(instance_id, BATCH)
+            return head, len(head) < BATCH
+        if self._ids_commit_in_order:
+            # Delivered in receipt order: what is left starts after the last one delivered.
+            _, head = await asyncio.gather(
+                self._store.mark_delivered(instance_id, marking),
+                self._store.queued_notifications(instance_id, BATCH, max(marking)),
+            )
             return head, len(head) < BATCH
         # The read may still see the ones being marked: ask for as many more and drop them.
         limit = BATCH + len(marking)
