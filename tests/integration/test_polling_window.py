@@ -253,23 +253,44 @@ class AnySender:
         return None
 
 
+def settings_service(store: Store, service: NotificationService) -> SettingsService:
+    return SettingsService(
+        InstanceService(store, cache_ttl_s=60.0),
+        service,
+        AnySender(),  # type: ignore[arg-type]  # only check_url is called
+        LocalWakeUps(),
+    )
+
+
 async def test_switching_to_push_writes_the_deferred_deletes_first(
     store: Store, setup: Setup
 ) -> None:
     instance, ids, counting, service = await setup(3)
     assert await head_id(service, instance) == ids[0]
     assert await service.delete(instance, ids[0])
-    settings = SettingsService(
-        InstanceService(store, cache_ttl_s=60.0),
-        service,
-        AnySender(),  # type: ignore[arg-type]  # only check_url is called
-        LocalWakeUps(),
-    )
+    settings = settings_service(store, service)
     await settings.change(instance, InstanceSettings(webhook_url="http://127.0.0.1:9/hook"))
     # What a push lane would read now.
     queued = await store.list_notifications(instance.id, NotificationStatus.QUEUED)
     assert [n.receipt_id for n in queued] == ids[1:]
     assert counting.batch_deletes == 1
+
+
+async def test_a_failed_write_does_not_fail_the_switch_to_push(
+    store: Store, setup: Setup, caplog: pytest.LogCaptureFixture
+) -> None:
+    instance, ids, failing, service = await failed_first_write(setup, 3)
+    settings = settings_service(store, service)
+    with caplog.at_level(logging.WARNING):
+        updated = await settings.change(
+            instance, InstanceSettings(webhook_url="http://127.0.0.1:9/hook")
+        )
+        assert updated.settings.push_mode  # saved, and reported so
+        await asyncio.wait_for(failing.written.wait(), 5)  # retried a second later
+    warnings = [r for r in caplog.records if r.levelno >= logging.WARNING]
+    assert [getattr(r, "action", None) for r in warnings] == ["deferred_deletes_failed"]
+    queued = await store.list_notifications(instance.id, NotificationStatus.QUEUED)
+    assert [n.receipt_id for n in queued] == ids[1:]
 
 
 async def test_clearing_the_queue_empties_the_window(store: Store, setup: Setup) -> None:
