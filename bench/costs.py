@@ -16,8 +16,9 @@ that does nothing (an empty read), run in the store thread alone, and started fr
 loop one at a time or ten at a time: what the trip to the store thread and back costs, with
 the threads on one CPU (as `serve` keeps a SQLite server) and free to run on any.
 In process (`inproc.py`: the app's ASGI callable called directly, no HTTP server, on one CPU):
-CPU per `/ping`, acknowledgement (worker held back) and job, and per receive+delete cycle
-against two `/ping`s one at a time: route costs without the HTTP server's share or noise.
+CPU per `/ping`, acknowledgement (worker held back) and job, per receive+delete cycle against
+two `/ping`s one at a time, and per notification pushed by the lanes to `receiver.py` (queues
+over 100 instances): route costs without the HTTP server's share or noise.
 Idle wakes (the same kind of store, on one CPU): the thread CPU of a one-row write transaction
 back to back and after 20 ms of idleness, which on small VMs costs many times more (every first
 system call and page touch after the CPU idled is slow): the price every operation pays at low
@@ -401,11 +402,28 @@ def in_process(report: Report, repeats: int, tmp: Path, smoke: bool) -> None:
     import inproc
 
     rounds: list[dict[str, float]] = []
-    for _ in range(repeats):
-        with on_one_cpu(True):
-            rounds.append(
-                asyncio.run(inproc.measure(tmp, 300 if smoke else 20_000, 50 if smoke else 5_000))
-            )
+    receiver = Receiver()  # started before this process is pinned, and kept off its CPU
+    try:
+        for _ in range(repeats):
+            with on_one_cpu(True):
+                spare = os.sched_getaffinity(0) ^ set(range(os.cpu_count() or 1))
+                if spare:
+                    os.sched_setaffinity(receiver.process.pid, spare)
+                receiver.reset()  # it counts distinct chatIds, and every round sends the same
+                rounds.append(
+                    asyncio.run(
+                        inproc.measure(
+                            tmp,
+                            300 if smoke else 20_000,
+                            50 if smoke else 5_000,
+                            200 if smoke else 50_000,
+                            receiver.url + "/hook",
+                            lambda: int(receiver.count()["count"]),
+                        )
+                    )
+                )
+    finally:
+        receiver.stop()
     runs = {name: [found[name] for found in rounds] for name in rounds[0]}
     ping = runs["ping"]
     report.add(Figure("costs.inproc_ping", "in-process CPU per POST /ping", "us", ping))
@@ -430,6 +448,15 @@ def in_process(report: Report, repeats: int, tmp: Path, smoke: bool) -> None:
             runs["cycle"],
             "two /ping one at a time us",
             runs["ping_pair"],
+        )
+    )
+    report.add(
+        Figure(
+            "costs.inproc_push",
+            f"in-process CPU per notification pushed, queues over {inproc.PUSH_INSTANCES}"
+            " instances",
+            "us",
+            runs["push"],
         )
     )
 

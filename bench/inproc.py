@@ -7,7 +7,10 @@ as `serve` configures it (to a file here), on SQLite, with the process's threads
   coroutines at once as wrk's 32 connections would send them;
 - an avatar job, while the worker drains the backlog those acknowledgements left;
 - a receiveNotification + deleteNotification cycle, one at a time (P4's client), against two
-  `/ping`s one at a time.
+  `/ping`s one at a time;
+- a pushed notification: queues filled over 100 instances, then their webhookUrl set to
+  `receiver.py` (in its own process, off this CPU) and the lanes left to deliver them all (the
+  webhook sockets are real, so the kernel's loopback send is in the figure).
 
 Every figure is CPU of the whole process (the event loop and the store thread) per request.
 """
@@ -20,6 +23,7 @@ import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from contextlib import asynccontextmanager
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -143,8 +147,19 @@ async def concurrent_cpu_us(app: Asgi, method: str, requests: list[tuple[str, by
     return 1e6 * (time.process_time() - began) / len(requests)
 
 
-async def measure(tmp: Path, requests: int, cycles: int) -> dict[str, float]:
-    """One round of every figure, on a fresh data dir under `tmp`."""
+PUSH_INSTANCES = 100
+
+
+async def measure(
+    tmp: Path,
+    requests: int,
+    cycles: int,
+    pushes: int,
+    webhook_url: str,
+    delivered: Callable[[], int],
+) -> dict[str, float]:
+    """One round of every figure, on a fresh data dir under `tmp`; pushes go to `webhook_url`,
+    whose receiver says how many it got so far (`delivered`, a blocking call)."""
     data_dir = tmp / f"inproc-{time.monotonic_ns()}"
     with HeldWorker() as worker:
         async with running_app(data_dir, tmp / "inproc.log") as app:
@@ -170,13 +185,33 @@ async def measure(tmp: Path, requests: int, cycles: int) -> dict[str, float]:
             polled: Instance = await runtime.instances.create()
             fill_notifications(runtime.settings.effective_database_url, [polled.id], cycles)
             cycle_us = await _sequential_cpu_us(cycles, lambda: _receive_and_delete(app, polled))
+            push_us = await _push_cpu_us(runtime, pushes, webhook_url, delivered)
     return {
         "ping": ping_us,
         "ack": ack_us,
         "job": job_us,
         "ping_pair": ping_pair_us,
         "cycle": cycle_us,
+        "push": push_us,
     }
+
+
+async def _push_cpu_us(
+    runtime: Any, pushes: int, webhook_url: str, delivered: Callable[[], int]
+) -> float:
+    instances: list[Instance] = [await runtime.instances.create() for _ in range(PUSH_INSTANCES)]
+    fill_notifications(runtime.settings.effective_database_url, [i.id for i in instances], pushes)
+    expected = await asyncio.to_thread(delivered) + pushes
+    began = time.process_time()
+    for instance in instances:
+        settings = replace(instance.settings, webhook_url=webhook_url)
+        await runtime.settings_service.change(instance, settings)
+    deadline = time.monotonic() + 300
+    while await asyncio.to_thread(delivered) < expected:
+        if time.monotonic() > deadline:
+            raise SystemExit(f"pushes not all delivered to {webhook_url} within 300 s")
+        await asyncio.sleep(0.05)
+    return 1e6 * (time.process_time() - began) / pushes
 
 
 async def _sequential_cpu_us(count: int, one: Callable[[], Awaitable[None]]) -> float:
