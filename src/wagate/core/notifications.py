@@ -144,13 +144,18 @@ class NotificationService:
     async def delete(self, instance: Instance, receipt_id: int) -> bool:
         window = self._windows.get(instance.id)
         now = asyncio.get_running_loop().time()
-        if window is not None and now - window.loaded_at < self._poll_interval_s:
-            if window.heads and window.heads[0].receipt_id == receipt_id:
-                window.heads.popleft()
-                return self._defer_delete(instance.id, receipt_id)
-            if any(n.receipt_id == receipt_id for n in window.heads):
-                window.heads = deque(n for n in window.heads if n.receipt_id != receipt_id)
-                return self._defer_delete(instance.id, receipt_id)
+        if (
+            window is not None
+            and now - window.loaded_at < self._poll_interval_s
+            and _drop(window, receipt_id)
+        ):
+            # Answered from the window, written with the others (see the class docstring).
+            self._deferred.setdefault(instance.id, set()).add(receipt_id)
+            # A window read in flight may have read it: that read is not kept.
+            self._changed(instance.id)
+            if self._write_timer is None:
+                self._arm_write_timer(DEFERRED_DELETE_S)
+            return True
         if receipt_id in self._deferred.get(instance.id, ()) or receipt_id in self._writing.get(
             instance.id, ()
         ):
@@ -160,34 +165,34 @@ class NotificationService:
         self._changed(instance.id)
         window = self._windows.get(instance.id)
         if window is not None:
-            if window.heads and window.heads[0].receipt_id == receipt_id:
-                window.heads.popleft()
-            else:
-                window.heads = deque(n for n in window.heads if n.receipt_id != receipt_id)
+            _drop(window, receipt_id)
         return deleted
 
-    def _defer_delete(self, instance_id: int, receipt_id: int) -> bool:
-        self._deferred.setdefault(instance_id, set()).add(receipt_id)
-        # A window read in flight may have read it: that read is not kept.
-        self._changed(instance_id)
-        if self._write_timer is None:
-            self._write_timer = asyncio.get_running_loop().call_later(
-                DEFERRED_DELETE_S, self._start_deferred_write
-            )
-        return True
+    def _arm_write_timer(self, delay_s: float) -> None:
+        self._write_timer = asyncio.get_running_loop().call_later(
+            delay_s, self._start_deferred_write
+        )
+
+    def _cancel_write_timer(self) -> None:
+        if self._write_timer is not None:
+            self._write_timer.cancel()
+            self._write_timer = None
 
     def _start_deferred_write(self) -> None:
         self._write_timer = None
-        task = asyncio.create_task(self._write_deferred_in_background())
+        task = asyncio.create_task(self.try_write_deferred_deletes("retrying"))
         self._write_tasks.add(task)
         task.add_done_callback(self._write_tasks.discard)
 
-    async def _write_deferred_in_background(self) -> None:
+    async def try_write_deferred_deletes(self, meanwhile: str) -> None:
+        """`write_deferred_deletes` for a caller that must go on if it fails (they were
+        answered already): the failure is logged, saying what happens `meanwhile`."""
         try:
             await self.write_deferred_deletes()
-        except Exception as exc:  # kept, and tried again: they were answered already
+        except Exception as exc:
             logger.warning(
-                "deferred notification deletes not written, retrying (%s: %s)",
+                "deferred notification deletes not written, %s (%s: %s)",
+                meanwhile,
                 type(exc).__name__,
                 exc,
                 extra={"action": "deferred_deletes_failed"},
@@ -201,9 +206,7 @@ class NotificationService:
         async with self._write_lock:
             if not self._deferred:
                 return
-            if self._write_timer is not None:
-                self._write_timer.cancel()
-                self._write_timer = None
+            self._cancel_write_timer()
             self._writing, self._deferred = self._deferred, {}
             try:
                 # Shielded: a receive that gives up waiting does not undo the write under way.
@@ -213,9 +216,7 @@ class NotificationService:
                     self._deferred.setdefault(instance_id, set()).update(receipt_ids)
                 # Tried again later even if nothing else asks for it (no more deletes come).
                 if self._write_timer is None:
-                    self._write_timer = asyncio.get_running_loop().call_later(
-                        _DEFERRED_DELETE_RETRY_S, self._start_deferred_write
-                    )
+                    self._arm_write_timer(_DEFERRED_DELETE_RETRY_S)
                 raise
             finally:
                 self._writing = {}
@@ -223,22 +224,10 @@ class NotificationService:
     async def aclose(self) -> None:
         """Write the deferred deletes (at shutdown, before the store closes). If that fails,
         the notifications stay queued and are handed out again: logged, not raised."""
-        if self._write_timer is not None:
-            self._write_timer.cancel()
-            self._write_timer = None
+        self._cancel_write_timer()
         await asyncio.gather(*self._write_tasks, return_exceptions=True)
-        try:
-            await self.write_deferred_deletes()
-        except Exception as exc:
-            if self._write_timer is not None:
-                self._write_timer.cancel()  # no later try: the store is about to close
-                self._write_timer = None
-            logger.warning(
-                "deferred notification deletes not written at shutdown (%s: %s)",
-                type(exc).__name__,
-                exc,
-                extra={"action": "deferred_deletes_failed"},
-            )
+        await self.try_write_deferred_deletes("at shutdown")
+        self._cancel_write_timer()  # no later try: the store is about to close
 
     async def count(self, instance: Instance) -> int:
         await self.write_deferred_deletes()
@@ -272,3 +261,14 @@ class NotificationService:
             for loading in self._loading.values():
                 loading.changed = True
         return moved
+
+
+def _drop(window: _Window, receipt_id: int) -> bool:
+    """Take the notification out of the window; whether it was there."""
+    if window.heads and window.heads[0].receipt_id == receipt_id:
+        window.heads.popleft()
+        return True
+    kept = deque(n for n in window.heads if n.receipt_id != receipt_id)
+    dropped = len(kept) < len(window.heads)
+    window.heads = kept
+    return dropped

@@ -2,14 +2,10 @@
 
 from __future__ import annotations
 
-import logging
-
 from wagate.core.instances import InstanceService
 from wagate.core.model import Instance, InstanceSettings
 from wagate.core.notifications import NotificationService
 from wagate.core.ports import WakeUps, WebhookSender
-
-logger = logging.getLogger(__name__)
 
 
 class SettingsService:
@@ -39,14 +35,6 @@ class SettingsService:
             # A lane must not push what the client deleted from its window. The settings are
             # saved already: if that write fails, it is retried, and a lane may push some of
             # those meanwhile (at least once), so the change is not reported as failed.
-            try:
-                await self._notifications.write_deferred_deletes()
-            except Exception as exc:
-                logger.warning(
-                    "deferred notification deletes not written before push started (%s: %s)",
-                    type(exc).__name__,
-                    exc,
-                    extra={"action": "deferred_deletes_failed", "instance": instance.id},
-                )
+            await self._notifications.try_write_deferred_deletes("retrying; pushing meanwhile")
             await self._wakeups.notification_added(instance.id)
         return updated
