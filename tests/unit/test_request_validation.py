@@ -8,7 +8,7 @@ import pytest
 
 from wagate.core.errors import InvalidJsonBody, ValidationFailed
 from wagate.core.model import InstanceSettings
-from wagate.wire.bodies import parse_json, validate_body
+from wagate.wire.bodies import lone_string_field, parse_json, validate_body
 from wagate.wire.requests import ChatIdBody, CheckWhatsappBody, SetSettingsBody
 from wagate.wire.settings import FLAG_KEYS, apply_settings
 
@@ -21,6 +21,38 @@ def test_valid_chat_id_body() -> None:
     assert validate_body(ChatIdBody, body({"chatId": "11001234567@c.us"})).chatId == (
         "11001234567@c.us"
     )
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        body({"chatId": "11001234567@c.us"}),
+        body({"chatId": ""}),
+        b'{"chatId": 1, "chatId": "11001234567@c.us"}',
+        b'{"chatId": "11001234567@c.us", "chatId": 1}',
+        b'{"chatId": "\\u00e9@c.us"}',
+        b"[1]",
+        b"null",
+        b"{}",
+        b"not json",
+        b'{"chatId": 1e400}',
+        body({"chatId": None}),
+        body({"chatId": 5}),
+        body({"chatId": ["x"]}),
+        body({"chatId": {"a": "b"}}),
+        body({"chatId": "x", "extra": 1}),
+        body({"ChatId": "x"}),
+    ],
+)
+def test_the_lone_string_shortcut_answers_as_the_model_does(raw: bytes) -> None:
+    try:
+        expected: object = validate_body(ChatIdBody, raw).chatId
+    except (ValidationFailed, InvalidJsonBody) as exc:
+        with pytest.raises(type(exc)) as caught:
+            lone_string_field(ChatIdBody, "chatId", raw)
+        assert caught.value.message == exc.message
+    else:
+        assert lone_string_field(ChatIdBody, "chatId", raw) == expected
 
 
 @pytest.mark.parametrize(

@@ -1,6 +1,8 @@
 """Domain values shared by the use cases, the engines and the stores.
 
-Every value is a frozen dataclass; datetimes are timezone-aware (UTC). GREEN-API's camelCase
+Every value is immutable: a frozen dataclass, or a `NamedTuple` for the records made once or
+more per request (`ChatId`, `AvatarJob`), whose construction costs a third of a frozen
+dataclass's (docs/benchmarks.md). Datetimes are timezone-aware (UTC). GREEN-API's camelCase
 names appear only in `wagate.wire`.
 """
 
@@ -12,7 +14,7 @@ import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 
 class InstanceState(enum.StrEnum):
@@ -32,8 +34,7 @@ class ChatKind(enum.Enum):
     LID = "lid"
 
 
-@dataclass(frozen=True)
-class ChatId:
+class ChatId(NamedTuple):
     """A syntactically valid chat id. `user` is the part before `@`."""
 
     kind: ChatKind
@@ -165,7 +166,7 @@ class NotificationStatus(enum.Enum):
     DEAD = "dead"
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, init=False)
 class Notification:
     """A queued notification. `receipt_id` only grows; `body_json` is the JSON object sent to
     clients, as stored (compact UTF-8 text), and `body` that object parsed."""
@@ -183,6 +184,34 @@ class Notification:
     # When a failed push may be retried; None if never tried (due at once).
     next_attempt_at: datetime | None = None
 
+    def __init__(
+        self,
+        receipt_id: int,
+        instance_id: int,
+        body_json: str,
+        status: NotificationStatus,
+        created_at: datetime,
+        attempts: int = 0,
+        last_error: str = "",
+        webhook_id: str = "",
+        next_attempt_at: datetime | None = None,
+    ) -> None:
+        # Written to the instance dict at once: the generated frozen __init__ sets each field
+        # through object.__setattr__, 1.2 us per notification against 0.5, and one is made per
+        # notification queued and again per notification read (docs/benchmarks.md). The fields
+        # and defaults are the ones declared above (tests/unit/test_model.py keeps them so).
+        self.__dict__.update(
+            receipt_id=receipt_id,
+            instance_id=instance_id,
+            body_json=body_json,
+            status=status,
+            created_at=created_at,
+            attempts=attempts,
+            last_error=last_error,
+            webhook_id=webhook_id,
+            next_attempt_at=next_attempt_at,
+        )
+
     @functools.cached_property
     def body(self) -> Mapping[str, Any]:
         # Parsed only when asked for: pushes and polls send the stored text as it is, which
@@ -191,8 +220,7 @@ class Notification:
         return parsed
 
 
-@dataclass(frozen=True)
-class AvatarJob:
+class AvatarJob(NamedTuple):
     """An acknowledged getAvatarAsync request waiting for its lookup."""
 
     id: int

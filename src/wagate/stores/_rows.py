@@ -138,6 +138,10 @@ NOTIFICATION_COLUMNS = (
 )
 
 
+# A dict lookup: the enum's own call by value costs more than the rest of a row's conversion.
+_STATUS_BY_VALUE = {status.value: status for status in NotificationStatus}
+
+
 def notification_from_values(values: Sequence[Any]) -> Notification:
     """A row of `NOTIFICATION_COLUMNS`."""
     (receipt_id, instance_id, body, status, created_at, attempts, error, webhook_id, due) = values
@@ -145,7 +149,7 @@ def notification_from_values(values: Sequence[Any]) -> Notification:
         receipt_id,
         instance_id,
         body,
-        NotificationStatus(status),
+        _STATUS_BY_VALUE.get(status) or NotificationStatus(status),
         created_at,
         attempts,
         error,

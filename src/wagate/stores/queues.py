@@ -310,7 +310,7 @@ def claim_jobs(
         "until": now + lease,
     }
     rows = sorted(_CLAIM_OLDEST_JOBS.rows(conn, params))
-    return [AvatarJob(*row) for row in rows]
+    return list(map(AvatarJob._make, rows))
 
 
 def complete_jobs(

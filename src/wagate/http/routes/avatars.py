@@ -10,6 +10,7 @@ from wagate.core.model import ChatId
 from wagate.http.deps import json_response
 from wagate.http.green_api import MethodCall, instance_method, query_parameter
 from wagate.wire.avatar import fold_avatar
+from wagate.wire.bodies import lone_string_field
 from wagate.wire.chat_id import parse_chat_id
 from wagate.wire.requests import ChatIdBody, CheckWhatsappBody
 
@@ -21,8 +22,8 @@ _OPTIONAL_INT: TypeAdapter[int | None] = TypeAdapter(int | None)
 async def _requested_chat(call: MethodCall) -> ChatId:
     """The body's `chatId`, checked in the contract's order: the body (its schema, then the chatId
     format) before the instance's state."""
-    body = await call.body(ChatIdBody)
-    chat = parse_chat_id(body.chatId, call.runtime.settings.phone_digits)
+    chat_id = lone_string_field(ChatIdBody, "chatId", await call.raw_body())
+    chat = parse_chat_id(chat_id, call.runtime.settings.phone_digits)
     call.runtime.avatars.require_authorized(call.instance)
     return chat
 
