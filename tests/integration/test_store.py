@@ -554,6 +554,24 @@ async def test_complete_jobs_queues_in_list_order(store: SqlStore) -> None:
         ]
 
 
+async def test_queued_texts_come_back_exactly_as_written(store: SqlStore) -> None:
+    # On PostgreSQL a batch's rows travel as one JSON text and are unpacked by the server.
+    await store.create_instance(make_instance())
+    chats = ["1@c.us", "120363043968066561@g.us", "12345678@lid"]
+    jobs = [await store.enqueue_avatar_job(1101000001, chat) for chat in chats]
+    tricky = ['quote " backslash \\ slash / tab \t newline \n', "é ü 漢字 😀", "\u2028 \u001f"]
+    done = await store.complete_avatar_jobs(
+        [
+            (job, {"text": text, "n": i})
+            for i, (job, text) in enumerate(zip(jobs, tricky, strict=True))
+        ]
+    )
+    assert [job.chat_id for job in jobs] == chats
+    queued = await store.list_notifications(1101000001, NotificationStatus.QUEUED)
+    assert queued == done
+    assert [n.body for n in queued] == [{"text": text, "n": i} for i, text in enumerate(tricky)]
+
+
 async def test_complete_jobs_skips_only_the_jobs_already_gone(store: SqlStore) -> None:
     await store.create_instance(make_instance())
     jobs = [await store.enqueue_avatar_job(1101000001, f"{i}@c.us") for i in range(4)]

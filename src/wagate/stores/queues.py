@@ -5,25 +5,33 @@ from __future__ import annotations
 import functools
 import itertools
 import os
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import orjson
 from sqlalchemy import (
+    JSON,
+    BigInteger,
     ColumnElement,
     Connection,
     Dialect,
     Select,
     Table,
+    Text,
     any_,
     bindparam,
+    cast,
     delete,
     exists,
     func,
     insert,
+    literal_column,
     select,
     update,
 )
+from sqlalchemy.sql.dml import Insert
+from sqlalchemy.types import TypeEngine
 
 from wagate.core.model import AvatarJob, Notification, NotificationStatus
 from wagate.stores._prepared import Prepared, convert_distinct, execute_on_sqlite
@@ -35,14 +43,57 @@ DEAD = NotificationStatus.DEAD.value
 
 
 # Statements of the frequent calls, built once (see sql.py).
-_INSERT_JOBS_ORDERED = insert(avatar_jobs).returning(avatar_jobs.c.id, sort_by_parameter_order=True)
+
+
+def _insert_ordered(
+    table: Table, columns: Sequence[tuple[str, TypeEngine[Any]]], *scalars: str
+) -> Insert:
+    """PostgreSQL: INSERT of rows bound as one JSON array of arrays ("rows", `json_rows`),
+    each holding the values of `columns` (name, type) in that order, and the `scalars` columns
+    the same for every row (bound under their names); ids assigned in row order and returned.
+
+    One short statement text and one text parameter whatever the row count. SQLAlchemy's
+    multi-row VALUES (its `sort_by_parameter_order`) grew with the batch past psycopg's 4 KiB
+    limit for caching a statement's conversion, so every parameter of every batch was parsed
+    again, and arrays (`unnest`) of text are escaped element by element in Python: either way
+    tens of microseconds of the node's CPU per row, against ~2 for the JSON text
+    (docs/benchmarks.md). As SQLAlchemy's form does, this relies on PostgreSQL drawing the
+    ids of an INSERT ... SELECT ... ORDER BY in that order."""
+    batch = (
+        func.json_array_elements(cast(bindparam("rows", type_=Text), JSON))
+        .table_valued("value", with_ordinality="position")
+        .render_derived()
+    )
+    field = batch.c.value.op("->>")
+    rows = select(
+        *(cast(field(literal_column(str(i))), kind) for i, (_, kind) in enumerate(columns)),
+        *(bindparam(name, type_=table.c[name].type) for name in scalars),
+    ).order_by(batch.c.position)
+    [key] = table.primary_key.columns
+    names = [name for name, _ in columns]
+    return insert(table).from_select([*names, *scalars], rows).returning(key)
+
+
+def json_rows(rows: Iterable[Sequence[Any]]) -> str:
+    """The "rows" parameter of an `_insert_ordered` statement."""
+    return orjson.dumps(list(rows)).decode()
+
+
+_INSERT_JOBS_ORDERED = _insert_ordered(
+    avatar_jobs, [("instance_id", BigInteger()), ("chat_id", Text())], "created_at"
+)
 _DELETE_JOBS = (
     delete(avatar_jobs)
     .where(avatar_jobs.c.id.in_(bindparam("job_ids", expanding=True)))
     .returning(avatar_jobs.c.id)
 )
-_ADD_NOTIFICATIONS_ORDERED = insert(notifications).returning(
-    notifications.c.receipt_id, sort_by_parameter_order=True
+_ADD_NOTIFICATIONS_ORDERED = _insert_ordered(
+    notifications,
+    [("instance_id", BigInteger()), ("body", Text()), ("webhook_id", Text())],
+    "status",
+    "created_at",
+    "attempts",
+    "last_error",
 )
 # SQLite: which of the given jobs exist, as one text value ("1,2,5"), then their deletion.
 _EXISTING_JOBS = Prepared(
@@ -133,18 +184,15 @@ def insert_jobs(
     statement, ids growing in list order; returns them in list order. IntegrityError if an
     instance is gone.
 
-    On PostgreSQL SQLAlchemy renders an INSERT … SELECT … ORDER BY that assigns ids in
-    parameter order and correlates the returned rows to the parameters. SQLite gets one
-    multi-row INSERT without RETURNING (`_insert_sqlite`).
+    On PostgreSQL one INSERT … SELECT … FROM json_array_elements(rows) ORDER BY assigns ids
+    in list order (`_insert_ordered`). SQLite gets one multi-row INSERT without RETURNING
+    (`_insert_sqlite`).
     """
     if not requests:
         return []
     if postgres:
-        rows = [
-            {"instance_id": instance_id, "chat_id": chat_id, "created_at": created_at}
-            for instance_id, chat_id in requests
-        ]
-        ids = list(conn.execute(_INSERT_JOBS_ORDERED, rows).scalars())
+        params = {"rows": json_rows(requests), "created_at": created_at}
+        ids = sorted(conn.execute(_INSERT_JOBS_ORDERED, params).scalars())
     else:
         ids = _insert_sqlite(
             conn,
@@ -349,14 +397,24 @@ def complete_jobs(
         if text is None:
             text = encoded[id(shared)] = dumps_text(dict(shared))
         bodies.append(text)
-    values = [
-        (completions[position][0].instance_id, body, QUEUED, webhook_id, now, 0, "")
-        for position, webhook_id, body in zip(kept, webhook_ids, bodies, strict=True)
-    ]
     if postgres:
-        rows = [dict(zip(_NOTIFICATION_COLUMNS, row, strict=True)) for row in values]
-        receipt_ids = list(conn.execute(_ADD_NOTIFICATIONS_ORDERED, rows).scalars())
+        rows = json_rows(
+            (completions[position][0].instance_id, body, webhook_id)
+            for position, body, webhook_id in zip(kept, bodies, webhook_ids, strict=True)
+        )
+        params = {
+            "rows": rows,
+            "status": QUEUED,
+            "created_at": now,
+            "attempts": 0,
+            "last_error": "",
+        }
+        receipt_ids = sorted(conn.execute(_ADD_NOTIFICATIONS_ORDERED, params).scalars())
     else:
+        values = [
+            (completions[position][0].instance_id, body, QUEUED, webhook_id, now, 0, "")
+            for position, webhook_id, body in zip(kept, webhook_ids, bodies, strict=True)
+        ]
         receipt_ids = _insert_sqlite(conn, notifications, _NOTIFICATION_COLUMNS, values)
     for position, webhook_id, body, receipt_id in zip(
         kept, webhook_ids, bodies, receipt_ids, strict=True
