@@ -42,13 +42,10 @@ QUEUED = NotificationStatus.QUEUED.value
 DEAD = NotificationStatus.DEAD.value
 
 
-# Statements of the frequent calls, built once (see sql.py).
-
-
 def _insert_ordered(
     table: Table, columns: Sequence[tuple[str, TypeEngine[Any]]], *scalars: str
 ) -> Insert:
-    """PostgreSQL: INSERT of rows bound as one JSON array of arrays ("rows", `json_rows`),
+    """PostgreSQL: INSERT of rows bound as one JSON array of arrays ("rows", `_json_rows`),
     each holding the values of `columns` (name, type) in that order, and the `scalars` columns
     the same for every row (bound under their names); ids assigned in row order and returned.
 
@@ -74,11 +71,12 @@ def _insert_ordered(
     return insert(table).from_select([*names, *scalars], rows).returning(key)
 
 
-def json_rows(rows: Iterable[Sequence[Any]]) -> str:
+def _json_rows(rows: Iterable[Sequence[Any]]) -> str:
     """The "rows" parameter of an `_insert_ordered` statement."""
     return orjson.dumps(list(rows)).decode()
 
 
+# Statements of the frequent calls, built once (see sql.py).
 _INSERT_JOBS_ORDERED = _insert_ordered(
     avatar_jobs, [("instance_id", BigInteger()), ("chat_id", Text())], "created_at"
 )
@@ -191,7 +189,7 @@ def insert_jobs(
     if not requests:
         return []
     if postgres:
-        params = {"rows": json_rows(requests), "created_at": created_at}
+        params = {"rows": _json_rows(requests), "created_at": created_at}
         ids = sorted(conn.execute(_INSERT_JOBS_ORDERED, params).scalars())
     else:
         ids = _insert_sqlite(
@@ -398,7 +396,7 @@ def complete_jobs(
             text = encoded[id(shared)] = dumps_text(dict(shared))
         bodies.append(text)
     if postgres:
-        rows = json_rows(
+        rows = _json_rows(
             (completions[position][0].instance_id, body, webhook_id)
             for position, body, webhook_id in zip(kept, bodies, webhook_ids, strict=True)
         )
