@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import functools
 import hashlib
 import hmac
 
@@ -14,11 +15,19 @@ def secret_key(signing_secret: str) -> bytes:
     return base64.b64decode(signing_secret.removeprefix(SECRET_PREFIX))
 
 
+@functools.lru_cache(maxsize=1024)
+def _keyed(signing_secret: str) -> hmac.HMAC:
+    # A secret's key decoded and its HMAC set up once; each signature starts from a copy.
+    # Keying an HMAC was ~1.3 µs of a push's ~4.7 µs of signing (docs/benchmarks.md).
+    return hmac.new(secret_key(signing_secret), digestmod=hashlib.sha256)
+
+
 def sign(signing_secret: str, message_id: str, timestamp: int, body: bytes) -> str:
     """The `webhook-signature` value: `v1,` and base64 HMAC-SHA256 of `id.timestamp.body`."""
-    signed = f"{message_id}.{timestamp}.".encode() + body
-    digest = hmac.new(secret_key(signing_secret), signed, hashlib.sha256).digest()
-    return "v1," + base64.b64encode(digest).decode()
+    mac = _keyed(signing_secret).copy()
+    mac.update(f"{message_id}.{timestamp}.".encode())
+    mac.update(body)
+    return "v1," + base64.b64encode(mac.digest()).decode()
 
 
 def webhook_headers(
