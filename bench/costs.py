@@ -19,6 +19,10 @@ In process (`inproc.py`: the app's ASGI callable called directly, no HTTP server
 CPU per `/ping`, acknowledgement (worker held back) and job, per receive+delete cycle against
 two `/ping`s one at a time, and per notification pushed by the lanes to `receiver.py` (queues
 over 100 instances): route costs without the HTTP server's share or noise.
+Store loop (`storeloop.py`: the queue statements called on this thread inside their
+transactions, on one CPU, no server): thread CPU per job of the acknowledgements' INSERT and of
+the avatar worker's completion transaction at 64 and 256 jobs a batch; steady enough to resolve
+a µs between builds.
 Idle wakes (the same kind of store, on one CPU): the thread CPU of a one-row write transaction
 back to back and after 20 ms of idleness, which on small VMs costs many times more (every first
 system call and page touch after the CPU idled is slow): the price every operation pays at low
@@ -461,7 +465,35 @@ def in_process(report: Report, repeats: int, tmp: Path, smoke: bool) -> None:
     )
 
 
-PARTS = ("saturated", "moderate", "hops", "inproc", "wakes")
+def store_loop(report: Report, repeats: int, tmp: Path, smoke: bool) -> None:
+    """Queue transactions in a loop on this thread (`storeloop.py`), on one CPU."""
+    import storeloop
+
+    rounds: list[dict[str, float]] = []
+    for run in range(repeats):
+        with on_one_cpu(True):
+            rounds.append(storeloop.measure(tmp / f"storeloop-{run}", 20 if smoke else 400))
+    runs = {name: [found[name] for found in rounds] for name in rounds[0]}
+    report.add(
+        Figure(
+            "costs.store_insert",
+            "store-loop thread CPU per job acknowledged (INSERT and COMMIT, 32 a batch)",
+            "us",
+            runs["insert"],
+        )
+    )
+    for size in (64, 256):
+        report.add(
+            Figure(
+                f"costs.store_complete_{size}",
+                f"store-loop thread CPU per job completed (its transaction, {size} a batch)",
+                "us",
+                runs[f"complete_{size}"],
+            )
+        )
+
+
+PARTS = ("saturated", "moderate", "hops", "inproc", "store", "wakes")
 
 
 def main() -> None:
@@ -488,6 +520,8 @@ def main() -> None:
             store_hops(report, 1 if smoke else args.repeats, 100 if smoke else 2000, tmp)
         if "inproc" in parts:
             in_process(report, 1 if smoke else args.repeats, tmp, smoke)
+        if "store" in parts:
+            store_loop(report, 1 if smoke else args.repeats, tmp, smoke)
         if "wakes" in parts:
             idle_wakes(report, 1 if smoke else args.repeats, 10 if smoke else 200, tmp)
     report.finish(args.json)
