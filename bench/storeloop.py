@@ -17,13 +17,12 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import delete, insert
+from bulk import create_instances
+from sqlalchemy import delete
 
-from wagate.core.model import Instance, InstanceSettings, InstanceState
 from wagate.stores import migrate, queues
 from wagate.stores._connect import create_engines
-from wagate.stores._rows import instance_values
-from wagate.stores.schema import avatar_jobs, instances
+from wagate.stores.schema import avatar_jobs
 
 INSTANCE_ID = 1101000001
 _LEASE = timedelta(seconds=30)
@@ -50,23 +49,12 @@ def measure(data_dir: Path, rounds: int) -> dict[str, float]:
     migrate(url)
     writer, reader = create_engines(url)
     try:
-        instance = Instance(
-            id=INSTANCE_ID,
-            api_token="0" * 50,
-            engine="sandbox",
-            phone="11001234567",
-            state=InstanceState.AUTHORIZED,
-            webhook_signing_secret="whsec_" + "A" * 44,
-            settings=InstanceSettings(),
-            created_at=datetime.now(UTC),
-        )
-        with writer.begin() as conn:
-            conn.execute(insert(instances), [instance_values(instance)])
+        [instance] = create_instances(url, 1, first_id=INSTANCE_ID)
         chat = iter(range(10**9))
 
         def chats(count: int) -> list[tuple[int, str]]:
             return [
-                (INSTANCE_ID, f"{11_000_000_000 + next(chat) % 1000}@c.us") for _ in range(count)
+                (instance.id, f"{11_000_000_000 + next(chat) % 1000}@c.us") for _ in range(count)
             ]
 
         def insert_batch(count: int) -> float:
