@@ -16,10 +16,15 @@ reported too. Both processes read the same clock (`time.time()` on one machine).
 
 Baseline (context): the p99 of the 200 acknowledgements in the same open-loop run, i.e. the
 synchronous part of the request. Target: end-to-end p99 <= 25 ms.
+
+Then the same open loop at lower fractions of the maximum (`--fractions`, default a quarter and
+an eighth), as context rows: where the p99 stands when the server is not near saturation, so
+that each run of the table shows how far below half the maximum the target holds.
 """
 
 from __future__ import annotations
 
+import argparse
 import json
 import statistics
 import time
@@ -48,6 +53,13 @@ def main() -> None:
     parser = arg_parser(__doc__)
     parser.add_argument("--instances", type=int, default=10, help="push-mode instances")
     parser.add_argument("--seconds", type=float, default=10, help="open-loop duration per run")
+    parser.add_argument(
+        "--fractions",
+        type=fractions_arg,
+        default=(0.25, 0.125),
+        help="also send at these fractions of the maximum accept rate, comma-separated "
+        "(context rows; default 0.25,0.125; an empty string for none)",
+    )
     parser.add_argument(
         "--rate",
         type=float,
@@ -95,6 +107,27 @@ def main() -> None:
                 runs.append(
                     one_run(server, receiver, instances_file, rate, seconds, i, tmp, report, smoke)
                 )
+            # Chat ids of these runs start after those of the runs above.
+            index = repeats
+            lower: list[tuple[float, list[dict[str, float]]]] = []
+            for fraction in args.fractions:
+                fraction_runs = []
+                for _ in range(repeats):
+                    fraction_runs.append(
+                        one_run(
+                            server,
+                            receiver,
+                            instances_file,
+                            max_rate * fraction,
+                            seconds,
+                            index,
+                            tmp,
+                            report,
+                            smoke,
+                        )
+                    )
+                    index += 1
+                lower.append((fraction, fraction_runs))
         finally:
             server.stop()
             receiver.stop()
@@ -132,7 +165,29 @@ def main() -> None:
             [rate] * repeats,
         )
     )
+    for fraction, fraction_runs in lower:
+        report.add(
+            Figure(
+                f"P2.e2e_p99_at_{fraction:g}",
+                f"request sent -> webhook received, p99, sending at {fraction:g} of the max "
+                f"({max_rate * fraction:,.0f} req/s)",
+                "ms",
+                [r["p99"] for r in fraction_runs],
+                "acknowledgement p99 ms (same run)",
+                [r["ack_p99"] for r in fraction_runs],
+            )
+        )
     report.finish(args.json)
+
+
+def fractions_arg(text: str) -> tuple[float, ...]:
+    try:
+        fractions = tuple(float(part) for part in text.split(",") if part.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a list of numbers: {text!r}") from None
+    if any(not 0 < fraction < 1 for fraction in fractions):
+        raise argparse.ArgumentTypeError("fractions must lie between 0 and 1")
+    return fractions
 
 
 def one_run(
@@ -185,7 +240,7 @@ def one_run(
         "ack_p99": sent["ack_ms"]["p99"],
     }
     report.note(
-        f"run {index + 1}: {count} requests in {sent['seconds']:.1f} s, statuses "
+        f"run {index + 1} at {rate:,.0f}/s: {count} requests in {sent['seconds']:.1f} s, statuses "
         f"{sent['statuses']}, {'all' if complete else 'NOT all'} delivered "
         f"(last {last - first_due - sent['seconds']:.2f} s after the last send), "
         f"p50 {result['p50']:.1f} ms, p99 {result['p99']:.1f} ms, ack p99 "

@@ -69,6 +69,10 @@ def test_smoke(name: str, script: str, tmp_path: Path) -> None:
     assert result["figures"], result
     for figure in result["figures"]:
         assert figure["runs"] and figure["passed"] is None, figure
+    if name == "P2":
+        # The context rows at lower fractions of the maximum accept rate are there too.
+        keys = {figure["key"] for figure in result["figures"]}
+        assert {"P2.e2e_p99_at_0.25", "P2.e2e_p99_at_0.125"} <= keys, keys
     if name == "COSTS":
         # Every request was followed through its stages (sent, queued, push began, received).
         stages = {
