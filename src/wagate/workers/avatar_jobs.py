@@ -16,6 +16,7 @@ from wagate.core.ports import Store, WakeUps
 from wagate.core.wakeups import wait_for_unheld
 from wagate.wire.chat_id import parse_chat_id
 from wagate.wire.notifications import AvatarInfoNotification, avatar_info_notification
+from wagate.workers.failures import RepeatedFailure
 
 logger = logging.getLogger(__name__)
 
@@ -76,6 +77,7 @@ class AvatarJobWorker:
         self._holding: set[int] = set()
         # Held instances whose wake-ups the claim loop skipped for that reason.
         self._skipped: set[int] = set()
+        self._claim_failures = RepeatedFailure(logger, "claiming avatar jobs", "claim")
 
     async def run(self) -> None:
         last_claim = -_QUIET_S  # when the last claim began (monotonic)
@@ -90,7 +92,9 @@ class AvatarJobWorker:
                             free, self._lease, per_instance=self._jobs_per_instance
                         )
                     except Exception:
-                        logger.exception("claiming avatar jobs failed", extra={"action": "claim"})
+                        self._claim_failures.failed()
+                    else:
+                        self._claim_failures.succeeded()
                 batches: dict[int, list[AvatarJob]] = {}
                 for job in claimed:  # by id, so each batch is in acknowledgement order
                     batches.setdefault(job.instance_id, []).append(job)

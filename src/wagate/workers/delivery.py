@@ -21,6 +21,7 @@ from wagate.core.ports import Store, WakeUps, WebhookSender
 from wagate.core.retry import next_delay_s
 from wagate.core.wakeups import wait_for_unheld
 from wagate.wire.standard_webhooks import webhook_headers
+from wagate.workers.failures import RepeatedFailure
 
 logger = logging.getLogger(__name__)
 
@@ -63,6 +64,8 @@ class PushDispatcher:
         self._lease = timedelta(seconds=max(10.0, timeout_s * 2 + 5))
         self._lanes: dict[int, asyncio.Task[None]] = {}
         self._ids_commit_in_order = ids_commit_in_order
+        self._claim_failures = RepeatedFailure(logger, "claiming push lanes", "claim")
+        self._due_failures = RepeatedFailure(logger, "reading the next retry time", "due")
 
     async def run(self) -> None:
         # The lanes the next claim is for: those the wake-ups named, or None for any due lane
@@ -79,8 +82,10 @@ class PushDispatcher:
                     try:
                         claimed = await self._store.claim_push_lanes(free, self._lease, named)
                     except Exception:
-                        logger.exception("claiming push lanes failed", extra={"action": "claim"})
+                        self._claim_failures.failed()
                         claim_failed = True
+                    else:
+                        self._claim_failures.succeeded()
                 for instance_id in claimed:
                     task = asyncio.create_task(
                         self._run_lane(instance_id), name=f"delivery:{instance_id}"
@@ -125,8 +130,9 @@ class PushDispatcher:
         try:
             due = await self._store.next_push_due()
         except Exception:
-            logger.exception("reading the next retry time failed", extra={"action": "due"})
+            self._due_failures.failed()
             return self._poll_interval_s
+        self._due_failures.succeeded()
         if due is None:
             return self._poll_interval_s
         # The floor keeps a due retry whose lane another node holds from turning this into a spin.

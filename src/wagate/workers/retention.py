@@ -7,6 +7,7 @@ import logging
 from datetime import timedelta
 
 from wagate.core.notifications import NotificationService
+from wagate.workers.failures import RepeatedFailure
 
 logger = logging.getLogger(__name__)
 
@@ -17,6 +18,7 @@ class RetentionWorker:
         self._retention = timedelta(seconds=retention_s)
         # Often enough that a notification outlives its retention by a small fraction of it.
         self._interval_s = min(60.0, max(0.05, retention_s / 10))
+        self._failures = RepeatedFailure(logger, "the retention pass", "retention_failed")
 
     async def run(self) -> None:
         while True:
@@ -28,5 +30,7 @@ class RetentionWorker:
                         extra={"action": "dead_lettered", "count": moved},
                     )
             except Exception:
-                logger.exception("retention pass failed", extra={"action": "retention_failed"})
+                self._failures.failed()
+            else:
+                self._failures.succeeded()
             await asyncio.sleep(self._interval_s)
