@@ -67,6 +67,11 @@ def test_set_settings_takes_effect_at_once(demo: Demo) -> None:
             {"webhookUrl": "ftp://example.test/"},
             "'webhookUrl' must be an http or https URL",
         ),
+        ({"webhookUrl": "http://[::1"}, "'webhookUrl' must be an http or https URL"),
+        (
+            {"webhookUrlToken": "token\r\nX-Extra: 1"},
+            "'webhookUrlToken' must not contain control characters",
+        ),
         (
             {"delaySendMessagesMilliseconds": 10},
             "'delaySendMessagesMilliseconds' must be greater than or equal to 500",

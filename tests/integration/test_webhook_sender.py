@@ -448,6 +448,17 @@ async def test_host_name_idna_cannot_encode_is_an_attempt_failure() -> None:
     assert attempt.error.startswith("cannot resolve a..b: ")
 
 
+async def test_a_url_urlsplit_refuses_is_an_attempt_failure() -> None:
+    # setSettings refuses it; a URL stored before that check must still fail one attempt only.
+    client = sender()
+    try:
+        attempt = await client.post("http://[::1/hook", HEADERS, b"x")
+    finally:
+        await client.aclose()
+    assert attempt.status_code is None
+    assert attempt.error.startswith("invalid URL: ")
+
+
 async def test_header_value_with_a_line_break_is_refused(server: RawServer) -> None:
     client = sender()
     try:

@@ -126,6 +126,13 @@ def test_set_settings_changes_only_what_is_given() -> None:
         ({"keepOnlineStatus": "Yes"}, "'keepOnlineStatus' must be one of 'yes' or 'no'"),
         ({"webhookUrl": "javascript:alert(1)"}, "'webhookUrl' must be an http or https URL"),
         ({"webhookUrl": "http://"}, "'webhookUrl' must be an http or https URL"),
+        ({"webhookUrl": "http://[::1"}, "'webhookUrl' must be an http or https URL"),
+        ({"webhookUrl": "http://[zz]/hook"}, "'webhookUrl' must be an http or https URL"),
+        (
+            {"webhookUrlToken": "secret\r\nX-Extra: 1"},
+            "'webhookUrlToken' must not contain control characters",
+        ),
+        ({"webhookUrlToken": "nul\u0000"}, "'webhookUrlToken' must not contain control characters"),
         (
             {"delaySendMessagesMilliseconds": 86_400_001},
             "'delaySendMessagesMilliseconds' must be less than or equal to 86400000",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -48,12 +49,26 @@ def settings_view(instance: Instance) -> dict[str, Any]:
     return view
 
 
+_NOT_HTTP = "'webhookUrl' must be an http or https URL"
+# Characters a header value cannot carry: the token goes out as `Authorization: Bearer <token>`,
+# and a line break in it would end that header and start others.
+_CONTROL_CHARACTERS = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
+
+
 def _check_webhook_url(url: str) -> None:
     if url == "":
         return
-    parts = urlsplit(url)
+    try:
+        parts = urlsplit(url)
+    except ValueError:  # e.g. an unclosed or invalid IPv6 literal: "http://[::1"
+        raise ValidationFailed(_NOT_HTTP) from None
     if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise ValidationFailed("'webhookUrl' must be an http or https URL")
+        raise ValidationFailed(_NOT_HTTP)
+
+
+def _check_webhook_url_token(token: str) -> None:
+    if _CONTROL_CHARACTERS.search(token):
+        raise ValidationFailed("'webhookUrlToken' must not contain control characters")
 
 
 def settings_changes(body: SetSettingsBody) -> dict[str, Any]:
@@ -67,6 +82,7 @@ def settings_changes(body: SetSettingsBody) -> dict[str, Any]:
         _check_webhook_url(url)
         changes["webhook_url"] = url
     if "webhookUrlToken" in given:
+        _check_webhook_url_token(given["webhookUrlToken"])
         changes["webhook_url_token"] = given["webhookUrlToken"]
     if "delaySendMessagesMilliseconds" in given:
         changes["delay_send_messages_ms"] = given["delaySendMessagesMilliseconds"]

@@ -72,7 +72,10 @@ class _Target:
     def parse(url: str) -> _Target:
         # Cached: a lane posts to one URL again and again, and parsing it costs as much as
         # a fifth of sending a webhook.
-        parts = urlsplit(url)
+        try:
+            parts = urlsplit(url)
+        except ValueError as exc:  # setSettings refuses such URLs; one stored earlier may remain
+            raise _Failed(f"invalid URL: {exc}") from exc
         if parts.scheme not in ("http", "https"):
             raise _Failed(f"cannot send to a {parts.scheme or 'scheme-less'} URL")
         host = parts.hostname or ""
