@@ -68,6 +68,8 @@ def test_set_settings_takes_effect_at_once(demo: Demo) -> None:
             "'webhookUrl' must be an http or https URL",
         ),
         ({"webhookUrl": "http://[::1"}, "'webhookUrl' must be an http or https URL"),
+        ({"webhookUrl": f"http://{'a' * 64}.test/"}, "'webhookUrl' has an invalid host name"),
+        ({"webhookUrl": "http://example.test:99999/"}, "'webhookUrl' has an invalid port"),
         (
             {"webhookUrlToken": "token\r\nX-Extra: 1"},
             "'webhookUrlToken' must not contain control characters",

@@ -256,6 +256,8 @@ class HttpWebhookSender:
         try:
             async with asyncio.timeout(2):
                 addresses = await self._resolver(host, port)
+        except UnicodeError as exc:  # a name IDNA cannot encode (a label over 63 characters)
+            raise ValidationFailed("'webhookUrl' has an invalid host name") from exc
         except (OSError, TimeoutError):
             return
         refused: list[str] = []
