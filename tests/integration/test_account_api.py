@@ -170,6 +170,37 @@ def test_partner_methods(demo: Demo) -> None:
     assert wrong.json()["path"] == "/partner/getInstances/***"
 
 
+def test_partner_and_admin_numbers_no_instance_can_have(demo: Demo) -> None:
+    """Ids past what the database stores (64-bit) name nothing: answered as unknown, not 500."""
+    huge = 2**63
+    base = f"{demo.url}/partner"
+    deleted = httpx.post(
+        f"{base}/deleteInstanceAccount/{PARTNER_TOKEN}", json={"idInstance": huge * 10}
+    )
+    assert deleted.status_code == 200 and deleted.json() == {"deleteInstanceAccount": False}
+    admin = {"Authorization": f"Bearer {PARTNER_TOKEN}"}
+    listing = httpx.get(f"{demo.url}/admin/instances/{huge}/notifications", headers=admin)
+    assert listing.status_code == 403
+    assert listing.json()["message"] == "Forbidden"
+    replay_url = f"{demo.url}/admin/instances/{demo.instance.id}/notifications/replay"
+    replayed = httpx.post(replay_url, json={"receiptIds": [huge, -1]}, headers=admin)
+    assert replayed.status_code == 200 and replayed.json() == {"replayed": 0}
+    listed = httpx.get(f"{base}/getInstances/{PARTNER_TOKEN}").json()
+    assert [i["idInstance"] for i in listed] == [demo.instance.id]
+
+
+def test_partner_create_instance_vets_its_webhook_url(demo: Demo) -> None:
+    base = f"{demo.url}/partner"
+    refused = httpx.post(
+        f"{base}/createInstance/{PARTNER_TOKEN}",
+        json={"webhookUrl": "http://169.254.169.254/latest/meta-data/"},
+    )
+    assert refused.status_code == 400
+    assert refused.json()["message"].startswith("Validation failed. Details: 'webhookUrl'")
+    listed = httpx.get(f"{base}/getInstances/{PARTNER_TOKEN}").json()
+    assert [i["idInstance"] for i in listed] == [demo.instance.id]  # nothing was created
+
+
 def test_health_metrics_and_openapi(demo: Demo) -> None:
     assert httpx.get(f"{demo.url}/health").json()["status"] == "ok"
     httpx.get(demo.method_url("getSettings"))

@@ -219,6 +219,9 @@ def test_dead_letter_after_retention_then_replay(tmp_path: Path, receiver: Recei
 
         receiver.default = Answer(200)
         replay_url = f"{demo.url}/admin/instances/{demo.instance.id}/notifications/replay"
+        # An empty list names none; no list means all of the instance's.
+        none = httpx.post(replay_url, json={"receiptIds": []}, headers=admin)
+        assert none.json() == {"replayed": 0}
         assert httpx.post(replay_url, json={}, headers=admin).json() == {"replayed": 1}
         [got] = receiver.wait_for(1)
         assert got.headers["webhook-id"] == failed_id

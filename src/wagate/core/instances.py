@@ -17,7 +17,13 @@ from wagate.core.errors import (
     UnknownInstance,
     WagateError,
 )
-from wagate.core.model import Instance, InstanceSettings, InstanceState, SandboxAccount
+from wagate.core.model import (
+    Instance,
+    InstanceSettings,
+    InstanceState,
+    SandboxAccount,
+    is_storable_id,
+)
 from wagate.core.ports import Store
 
 ENGINES_AVAILABLE = ("sandbox",)
@@ -123,6 +129,8 @@ class InstanceService:
         cached = self._cache.get(instance_id)
         if cached is not None and time.monotonic() - cached[1] < self._cache_ttl_s:
             return cached[0]
+        if not is_storable_id(instance_id):
+            return None
         loading = self._loading.get(instance_id)
         if loading is None or loading.get_loop() is not asyncio.get_running_loop():
             loading = asyncio.create_task(self._load(instance_id), name=f"instance:{instance_id}")
@@ -174,7 +182,7 @@ class InstanceService:
     async def delete(self, instance_id: int) -> None:
         self._cache.pop(instance_id, None)
         self._loading.pop(instance_id, None)
-        if not await self._store.delete_instance(instance_id):
+        if not is_storable_id(instance_id) or not await self._store.delete_instance(instance_id):
             raise UnknownInstance(f"instance {instance_id} does not exist")
 
     async def rotate_token(self, instance_id: int) -> Instance:
@@ -198,6 +206,8 @@ class InstanceService:
         state: InstanceState | None = None,
         settings: InstanceSettings | None = None,
     ) -> Instance:
+        if not is_storable_id(instance_id):
+            raise UnknownInstance(f"instance {instance_id} does not exist")
         updated = await self._store.update_instance(
             instance_id,
             api_token=api_token,

@@ -16,6 +16,14 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, NamedTuple
 
+# Instance ids and receipt ids are stored as signed 64-bit integers: a larger number names
+# nothing, and must be answered as such before it reaches a database driver that cannot bind it.
+MAX_ID = 2**63 - 1
+
+
+def is_storable_id(value: int) -> bool:
+    return 0 < value <= MAX_ID
+
 
 class InstanceState(enum.StrEnum):
     """The authorization state GREEN-API reports in `getStateInstance`."""

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 from wagate.core.errors import PushModeActive
-from wagate.core.model import Instance, Notification, NotificationStatus
+from wagate.core.model import Instance, Notification, NotificationStatus, is_storable_id
 from wagate.core.ports import Store, WakeUps
 
 logger = logging.getLogger(__name__)
@@ -247,7 +247,14 @@ class NotificationService:
         return await self._store.list_notifications(instance_id, status, limit)
 
     async def replay(self, instance_id: int, receipt_ids: Sequence[int] | None) -> int:
-        count = await self._store.replay_dead(instance_id, receipt_ids or None)
+        """Queue the instance's dead notifications again: those named, or all when None (an
+        empty list replays none)."""
+        if receipt_ids is not None:
+            # A number no receipt can have names none; dropped before the driver sees it.
+            receipt_ids = [receipt_id for receipt_id in receipt_ids if is_storable_id(receipt_id)]
+            if not receipt_ids:
+                return 0
+        count = await self._store.replay_dead(instance_id, receipt_ids)
         if count:
             await self._wakeups.notification_added(instance_id)
         return count

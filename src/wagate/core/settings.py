@@ -21,6 +21,12 @@ class SettingsService:
         self._sender = sender
         self._wakeups = wakeups
 
+    async def vet_new(self, settings: InstanceSettings) -> None:
+        """Vet the settings an instance is about to be created with, as `change` vets a
+        change. Raises `ValidationFailed`."""
+        if settings.webhook_url:
+            await self._sender.check_url(settings.webhook_url)
+
     async def change(self, instance: Instance, settings: InstanceSettings) -> Instance:
         """Store the new settings. Raises `ValidationFailed` for a webhookUrl whose address is
         refused. Setting a webhookUrl starts pushing what is queued; clearing it makes the queue

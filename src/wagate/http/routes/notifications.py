@@ -5,12 +5,12 @@ from __future__ import annotations
 from fastapi import APIRouter, Response
 
 from wagate.core.errors import InvalidPathParameter, ValidationFailed
+from wagate.core.model import MAX_ID
 from wagate.http.deps import json_response
 from wagate.http.green_api import MethodCall, instance_method, path_parameter, query_parameter
 from wagate.wire.bodies import parse_json
 
 router = APIRouter(tags=["notifications"])
-_MAX_RECEIPT_ID = 2**63 - 1
 
 
 def _receive_timeout(raw: str | None) -> int:
@@ -49,7 +49,7 @@ def _receipt_id(raw: str) -> int | None:
     if not (raw.isascii() and raw.isdigit()):
         raise InvalidPathParameter("Parameter receiptId must be a Number")
     value = int(raw)
-    return value if value <= _MAX_RECEIPT_ID else None
+    return value if value <= MAX_ID else None
 
 
 @instance_method(
@@ -82,9 +82,7 @@ async def delete_notification_from_body(call: MethodCall) -> Response:
     value = parse_json(await call.raw_body())
     if isinstance(value, bool) or not isinstance(value, int) or value < 0:
         raise InvalidPathParameter("Parameter receiptId must be a Number")
-    deleted = value <= _MAX_RECEIPT_ID and await call.runtime.notifications.delete(
-        call.instance, value
-    )
+    deleted = value <= MAX_ID and await call.runtime.notifications.delete(call.instance, value)
     return json_response({"result": deleted})
 
 

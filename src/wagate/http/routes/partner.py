@@ -41,6 +41,8 @@ async def create_instance(request: Request, runtime: PartnerRuntime) -> Response
     body = validate_body(CreateInstanceBody, raw or b"{}")
     given = body.model_dump(exclude_none=True, exclude={"name"})
     settings = InstanceSettings().with_changes(settings_changes(body)) if given else None
+    if settings is not None:
+        await runtime.settings_service.vet_new(settings)
     instance = await runtime.instances.create(settings=settings)
     return json_response(
         {
