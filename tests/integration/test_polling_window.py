@@ -230,7 +230,11 @@ async def test_a_failed_background_write_is_logged_and_retried(
         instance, _, failing, _ = await failed_first_write(setup, 2)
         await asyncio.wait_for(failing.written.wait(), 5)  # the retry, a second later
     warnings = [r for r in caplog.records if r.levelno >= logging.WARNING]
-    assert [getattr(r, "action", None) for r in warnings] == ["deferred_deletes_failed"]
+    # The failure with its traceback, then the retry's success (a lasting failure would add
+    # one line a minute, not one a second: tests/unit/test_repeated_failure.py).
+    assert [getattr(r, "action", None) for r in warnings] == ["deferred_deletes_failed"] * 2
+    assert warnings[0].getMessage().endswith("failed") and warnings[0].exc_info is not None
+    assert "works again after 1 failures" in warnings[1].getMessage()
     assert await store.count_notifications(instance.id) == 1
 
 

@@ -7,7 +7,7 @@ import logging
 
 import pytest
 
-from wagate.workers.failures import RepeatedFailure
+from wagate.core.failures import RepeatedFailure
 
 LOGGER = "wagate.test.repeated_failure"
 

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 from wagate.core.errors import PushModeActive
+from wagate.core.failures import RepeatedFailure
 from wagate.core.model import Instance, Notification, NotificationStatus, is_storable_id
 from wagate.core.ports import Store, WakeUps
 
@@ -78,6 +79,9 @@ class NotificationService:
         self._write_lock = asyncio.Lock()
         self._write_timer: asyncio.TimerHandle | None = None
         self._write_tasks: set[asyncio.Task[None]] = set()
+        self._timed_write_failures = RepeatedFailure(
+            logger, "writing the deletes answered from polling windows", "deferred_deletes_failed"
+        )
 
     async def receive(self, instance: Instance, timeout_s: float) -> Notification | None:
         """The oldest queued notification, waiting up to `timeout_s` for one to arrive.
@@ -180,9 +184,19 @@ class NotificationService:
 
     def _start_deferred_write(self) -> None:
         self._write_timer = None
-        task = asyncio.create_task(self.try_write_deferred_deletes("retrying"))
+        task = asyncio.create_task(self._timed_write())
         self._write_tasks.add(task)
         task.add_done_callback(self._write_tasks.discard)
+
+    async def _timed_write(self) -> None:
+        """The timer's write. A failed one arms the timer again (a second later), so a store
+        that stays down is reported once, then once a minute, and when it works again."""
+        try:
+            await self.write_deferred_deletes()
+        except Exception:
+            self._timed_write_failures.failed()
+        else:
+            self._timed_write_failures.succeeded()
 
     async def try_write_deferred_deletes(self, meanwhile: str) -> None:
         """`write_deferred_deletes` for a caller that must go on if it fails (they were

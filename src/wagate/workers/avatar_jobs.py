@@ -10,13 +10,13 @@ from datetime import UTC, datetime, timedelta
 
 from wagate.core.avatars import AvatarService
 from wagate.core.errors import BadRequestData
+from wagate.core.failures import RepeatedFailure
 from wagate.core.instances import InstanceService
 from wagate.core.model import AvatarJob, AvatarLookup, AvatarStatus, ChatId, Instance
 from wagate.core.ports import Store, WakeUps
 from wagate.core.wakeups import wait_for_unheld
 from wagate.wire.chat_id import parse_chat_id
 from wagate.wire.notifications import AvatarInfoNotification, avatar_info_notification
-from wagate.workers.failures import RepeatedFailure
 
 logger = logging.getLogger(__name__)
 

@@ -15,13 +15,13 @@ import time
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 
+from wagate.core.failures import RepeatedFailure
 from wagate.core.instances import InstanceService
 from wagate.core.model import Instance, Notification
 from wagate.core.ports import Store, WakeUps, WebhookSender
 from wagate.core.retry import next_delay_s
 from wagate.core.wakeups import wait_for_unheld
 from wagate.wire.standard_webhooks import webhook_headers
-from wagate.workers.failures import RepeatedFailure
 
 logger = logging.getLogger(__name__)
 

@@ -6,8 +6,8 @@ import asyncio
 import logging
 from datetime import timedelta
 
+from wagate.core.failures import RepeatedFailure
 from wagate.core.notifications import NotificationService
-from wagate.workers.failures import RepeatedFailure
 
 logger = logging.getLogger(__name__)
 

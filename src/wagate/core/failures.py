@@ -1,4 +1,4 @@
-"""`RepeatedFailure`: what a worker loop logs about a step that fails round after round."""
+"""`RepeatedFailure`: what a loop logs about a step that fails round after round."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ REPORT_EVERY_S = 60.0
 
 
 class RepeatedFailure:
-    """The log of one recurring step of a worker loop (a claim, a read) while it fails.
+    """The log of one recurring step of a loop (a worker's claim, a timed retry) while it fails.
 
     The loops retry such a step every poll interval, so a database that is down for an hour
     would otherwise write a traceback per loop and second. Instead: the first failure with its
