@@ -15,6 +15,7 @@ from types import FrameType
 from typing import Any, TypeVar
 
 import click
+from sqlalchemy.exc import SQLAlchemyError
 
 from wagate import __version__
 from wagate.bootstrap import Runtime, open_runtime
@@ -67,6 +68,15 @@ def _run(coro: Coroutine[Any, Any, T]) -> T:
         if verbose:
             raise
         click.echo(f"error: {exc.message}", err=True)
+        sys.exit(1)
+    except SQLAlchemyError as exc:
+        # The database unreachable or refusing (at start or migration): one line, as for the
+        # errors above; the driver's first line says why.
+        if verbose:
+            raise
+        cause = getattr(exc, "orig", None) or exc
+        reason = (str(cause).strip().splitlines() or [type(cause).__name__])[0]
+        click.echo(f"error: the database cannot be used: {reason}", err=True)
         sys.exit(1)
 
 
@@ -126,7 +136,7 @@ def main(verbose: bool) -> None:
     "--port",
     envvar="WAGATE_PORT",
     show_envvar=True,
-    type=int,
+    type=click.IntRange(1, 65535),
     default=8080,
     show_default=True,
     help="Port to listen on.",

@@ -143,6 +143,42 @@ def _bool(env: Mapping[str, str], name: str, default: bool) -> bool:
     raise ConfigError(f"{name} must be on or off, got {raw!r}")
 
 
+_LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+_DATABASE_SCHEMES = ("sqlite", "postgresql", "postgres")
+
+
+def _log_level(raw: str | None) -> str:
+    if raw is None or raw == "":
+        return "INFO"
+    level = raw.strip().upper()
+    if level not in _LOG_LEVELS:
+        raise ConfigError(f"WAGATE_LOG_LEVEL must be one of {', '.join(_LOG_LEVELS)}, got {raw!r}")
+    return level
+
+
+def _check_database_url(url: str) -> None:
+    """Refuse a URL of a database wagate has no store for, naming only its scheme (the rest
+    may hold a password)."""
+    if not url:
+        return
+    scheme, colon, _ = url.partition(":")
+    backend = scheme.partition("+")[0].lower()
+    if not colon or backend not in _DATABASE_SCHEMES:
+        shown = f"{scheme}://..." if colon else "a URL without a scheme"
+        raise ConfigError(
+            "--database-url / WAGATE_DATABASE_URL must be postgresql://... or "
+            f"sqlite:///path, got {shown}"
+        )
+    if backend == "sqlite":
+        # sqlite:///relative/path or sqlite:////absolute/path; sqlite:// is in memory.
+        path = url.partition("://")[2].removeprefix("/").partition("?")[0]
+        if not path or path == ":memory:":
+            raise ConfigError(
+                "--database-url / WAGATE_DATABASE_URL: wagate needs an SQLite file "
+                "(sqlite:///path), not an in-memory database"
+            )
+
+
 def settings_from_env(env: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
     """Build Settings from `WAGATE_*` variables; keyword overrides (CLI flags) win unless None.
 
@@ -170,7 +206,9 @@ def settings_from_env(env: Mapping[str, str] | None = None, **overrides: Any) ->
         webhook_concurrency=_int(env, "WAGATE_WEBHOOK_CONCURRENCY", 64, minimum=1),
         poll_interval_s=_float(env, "WAGATE_POLL_INTERVAL", 1.0, minimum=0.01),
         avatar_workers=_int(env, "WAGATE_AVATAR_WORKERS", 8, minimum=1),
-        log_level=env.get("WAGATE_LOG_LEVEL", "INFO").upper(),
+        log_level=_log_level(env.get("WAGATE_LOG_LEVEL")),
         cpu_affinity=cpu_affinity_setting(env.get("WAGATE_CPU_AFFINITY")),
     )
-    return settings.with_overrides(**overrides)
+    settings = settings.with_overrides(**overrides)
+    _check_database_url(settings.database_url)
+    return settings

@@ -218,3 +218,19 @@ def test_rotate_signing_secret(tmp_path: Path) -> None:
     shown = cli.json("instance", "show", instance_id, "--json")
     assert shown["apiTokenInstance"] == created["apiTokenInstance"]
     cli("instance", "rotate-signing-secret", "1234567890", exit_code=1)
+
+
+def test_an_unreachable_database_is_one_line_and_exit_status_1(tmp_path: Path) -> None:
+    # Port 1 on the loopback refuses at once; the password must not be echoed.
+    url = "postgresql://wagate:hunter2@127.0.0.1:1/wagate"
+    result = CliRunner().invoke(main, ["migrate", "--database-url", url])
+    assert result.exit_code == 1, result.output
+    [line] = result.output.strip().splitlines()
+    assert line.startswith("error: the database cannot be used: connection failed: ")
+    assert "hunter2" not in result.output
+
+
+def test_serve_refuses_a_port_out_of_range() -> None:
+    result = CliRunner().invoke(main, ["serve", "--port", "70000"])
+    assert result.exit_code == 2
+    assert "70000 is not in the range 1<=x<=65535" in result.output

@@ -1,0 +1,54 @@
+"""`settings_from_env` refuses what no server could run with, with the variable's name: a log
+level logging does not know, a database URL of a database wagate has no store for."""
+
+from __future__ import annotations
+
+import pytest
+
+from wagate.config import ConfigError, settings_from_env
+
+
+@pytest.mark.parametrize("raw", ["debug", "INFO", " warning "])
+def test_log_levels_are_read_in_any_case(raw: str) -> None:
+    assert settings_from_env({"WAGATE_LOG_LEVEL": raw}).log_level == raw.strip().upper()
+
+
+def test_an_unknown_log_level_is_refused() -> None:
+    with pytest.raises(ConfigError, match=r"WAGATE_LOG_LEVEL must be one of DEBUG, .*'LOUD'"):
+        settings_from_env({"WAGATE_LOG_LEVEL": "LOUD"})
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "",
+        "sqlite:///wagate.sqlite3",
+        "sqlite:////var/lib/wagate/wagate.sqlite3",
+        "postgresql://wagate@127.0.0.1/wagate",
+        "postgresql+psycopg://wagate@127.0.0.1/wagate",
+        "postgres://wagate@127.0.0.1/wagate",
+    ],
+)
+def test_database_urls_wagate_has_a_store_for(url: str) -> None:
+    assert settings_from_env({"WAGATE_DATABASE_URL": url}).database_url == url
+
+
+@pytest.mark.parametrize(
+    ("url", "said"),
+    [
+        ("mysql://user:hunter2@db/wagate", "got mysql://..."),
+        ("wagate.sqlite3", "got a URL without a scheme"),
+        ("sqlite://", "not an in-memory database"),
+        ("sqlite:///:memory:", "not an in-memory database"),
+    ],
+)
+def test_other_database_urls_are_refused_without_showing_them(url: str, said: str) -> None:
+    with pytest.raises(ConfigError, match="WAGATE_DATABASE_URL") as caught:
+        settings_from_env({"WAGATE_DATABASE_URL": url})
+    assert said in str(caught.value)
+    assert "hunter2" not in str(caught.value)
+
+
+def test_a_database_url_given_as_a_flag_is_checked_too() -> None:
+    with pytest.raises(ConfigError, match="got mysql://"):
+        settings_from_env({}, database_url="mysql://db/wagate")
