@@ -105,7 +105,9 @@ async def open_runtime(
             resolver=resolver,
         )
         stack.push_async_callback(webhooks.aclose)
-        instances = InstanceService(store, cache_ttl_s=settings.poll_interval_s)
+        instances = InstanceService(
+            store, cache_ttl_s=settings.poll_interval_s, phone_digits=settings.phone_digits
+        )
         # One server process writes an SQLite store alone, so it may answer polls from a window
         # of prefetched notifications (see NotificationService); PostgreSQL nodes share theirs.
         notifications = NotificationService(

@@ -330,7 +330,12 @@ def _json_flag(func: F) -> F:
 
 
 @instance.command("create")
-@click.option("--phone", default=None, help="Sandbox account number (digits); default: a free one.")
+@click.option(
+    "--phone",
+    default=None,
+    help="Sandbox account number (as many digits as WAGATE_PHONE_DIGITS allows); "
+    "default: a free one.",
+)
 @click.option("--engine", type=click.Choice(["sandbox"]), default="sandbox", show_default=True)
 @_json_flag
 @_storage_options

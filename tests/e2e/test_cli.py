@@ -234,3 +234,10 @@ def test_serve_refuses_a_port_out_of_range() -> None:
     result = CliRunner().invoke(main, ["serve", "--port", "70000"])
     assert result.exit_code == 2
     assert "70000 is not in the range 1<=x<=65535" in result.output
+
+
+def test_instance_create_refuses_a_phone_no_chat_id_could_reach(tmp_path: Path) -> None:
+    cli = Cli(tmp_path / "data")
+    too_long = cli("instance", "create", "--phone", "7" * 32, exit_code=1)
+    assert too_long.output.strip() == "error: phone must have 11 to 12 digits, got 32"
+    assert cli.json("instance", "list", "--json") == []

@@ -65,8 +65,11 @@ class InstanceService:
         store: Store,
         clock: Callable[[], datetime] | None = None,
         cache_ttl_s: float = 0.0,
+        phone_digits: tuple[int, int] = (11, 12),
     ) -> None:
         self._store = store
+        # How many digits an instance's own number may have: the chat ids that can reach it.
+        self._phone_digits = phone_digits
         self._clock = clock or (lambda: datetime.now(UTC))
         self._cache_ttl_s = cache_ttl_s
         self._cache: dict[int, tuple[Instance, float]] = {}
@@ -89,6 +92,9 @@ class InstanceService:
             )
         if phone is not None and (not phone.isascii() or not phone.isdigit()):
             raise WagateError(f"phone must be digits only, got {phone!r}")
+        low, high = self._phone_digits
+        if phone is not None and not low <= len(phone) <= high:
+            raise WagateError(f"phone must have {low} to {high} digits, got {len(phone)}")
         if phone is not None and await self._store.get_instance_by_phone(phone):
             raise InstanceConflict(f"phone {phone} already has an instance")
         phone = phone or await self._free_phone()
