@@ -38,7 +38,16 @@ def test_visible_avatar_is_served_at_a_stable_url(demo: Demo) -> None:
         image.headers["content-type"]
     )
     etag = image.headers["etag"]
-    assert httpx.get(body["urlAvatar"], headers={"If-None-Match": etag}).status_code == 304
+    for if_none_match in (etag, f"W/{etag}", f'"other", {etag}', "*"):
+        revalidated = httpx.get(body["urlAvatar"], headers={"If-None-Match": if_none_match})
+        assert revalidated.status_code == 304, if_none_match
+        assert revalidated.headers["etag"] == etag and revalidated.content == b""
+    assert httpx.get(body["urlAvatar"], headers={"If-None-Match": '"other"'}).status_code == 200
+    # HEAD answers as GET would, without the bytes (link checkers and caches ask first).
+    head = httpx.head(body["urlAvatar"])
+    assert head.status_code == 200 and head.content == b""
+    assert head.headers["content-length"] == str(len(image.content))
+    assert head.headers["etag"] == etag
 
 
 @pytest.mark.parametrize(

@@ -16,7 +16,16 @@ router = APIRouter(tags=["operations"])
 RuntimeDep = Annotated[Runtime, Depends(get_runtime)]
 
 
+def _matches(if_none_match: str, etag: str) -> bool:
+    """RFC 9110 13.1.2: `*`, or a listed tag equal to `etag` by the weak comparison (a `W/`
+    prefix ignored: a cache or a compressing proxy may have weakened it)."""
+    tags = [tag.strip() for tag in if_none_match.split(",")]
+    return "*" in tags or any(tag.removeprefix("W/") == etag for tag in tags)
+
+
 @router.get("/avatars/{fileName}", summary="An avatar image, content-addressed")
+# HEAD as GET, without the bytes (uvicorn leaves them out); HTTP implies it, so not documented.
+@router.head("/avatars/{fileName}", operation_id="avatar_file_head", include_in_schema=False)
 async def avatar_file(
     runtime: RuntimeDep,
     fileName: Annotated[str, Path(description="`<sha256>.<jpg|png|webp>`")],
@@ -29,7 +38,7 @@ async def avatar_file(
     etag = f'"{stored.digest}"'
     # The URL names the bytes, so they never change: clients may cache them for good.
     headers = {"ETag": etag, "Cache-Control": "public, max-age=31536000, immutable"}
-    if if_none_match is not None and etag in [t.strip() for t in if_none_match.split(",")]:
+    if if_none_match is not None and _matches(if_none_match, etag):
         return Response(status_code=304, headers=headers)
     return Response(data, media_type=stored.content_type, headers=headers)
 
