@@ -8,6 +8,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from wagate.cpu_affinity import AUTO, CpuAffinity, parse_cpu_affinity
 
@@ -179,6 +180,34 @@ def _check_database_url(url: str) -> None:
             )
 
 
+def _check_public_url(url: str) -> None:
+    """apiUrl, mediaUrl and avatar links are built on it: an http(s) URL with a host."""
+    if not url:
+        return
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 - raises ValueError for a port that is not a number in range
+    except ValueError:
+        parts = None
+    if parts is None or parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ConfigError(
+            "--public-url / WAGATE_PUBLIC_URL must be an http(s) URL with a host, such as "
+            "https://wagate.example.com"
+        )
+
+
+def _check_redis_url(url: str) -> None:
+    """Refuse a URL the Redis client cannot use, naming only its scheme (it may hold a password)."""
+    if not url:
+        return
+    scheme, colon, _ = url.partition("://")
+    if not colon or scheme.lower() not in ("redis", "rediss", "unix"):
+        shown = f"{scheme}://..." if colon else "a URL without a scheme"
+        raise ConfigError(
+            f"WAGATE_REDIS_URL must be redis://, rediss:// or unix://..., got {shown}"
+        )
+
+
 def settings_from_env(env: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
     """Build Settings from `WAGATE_*` variables; keyword overrides (CLI flags) win unless None.
 
@@ -211,4 +240,6 @@ def settings_from_env(env: Mapping[str, str] | None = None, **overrides: Any) ->
     )
     settings = settings.with_overrides(**overrides)
     _check_database_url(settings.database_url)
+    _check_public_url(settings.public_url)
+    _check_redis_url(settings.redis_url)
     return settings

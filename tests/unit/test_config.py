@@ -52,3 +52,27 @@ def test_other_database_urls_are_refused_without_showing_them(url: str, said: st
 def test_a_database_url_given_as_a_flag_is_checked_too() -> None:
     with pytest.raises(ConfigError, match="got mysql://"):
         settings_from_env({}, database_url="mysql://db/wagate")
+
+
+@pytest.mark.parametrize(
+    "url", ["https://wagate.example.com", "http://127.0.0.1:8080/", "http://[::1]:8080/gw"]
+)
+def test_public_urls_clients_can_use(url: str) -> None:
+    assert settings_from_env({}, public_url=url).public_url == url
+
+
+@pytest.mark.parametrize(
+    "url", ["http://[::1", "wagate.example.com", "ftp://host/", "http://host:99999/"]
+)
+def test_public_urls_no_client_could_reach_are_refused(url: str) -> None:
+    with pytest.raises(ConfigError, match="WAGATE_PUBLIC_URL must be an http"):
+        settings_from_env({"WAGATE_PUBLIC_URL": url})
+
+
+def test_redis_urls_are_checked_without_showing_them() -> None:
+    ok = "redis://:hunter2@127.0.0.1:6379/0"
+    assert settings_from_env({"WAGATE_REDIS_URL": ok}).redis_url == ok
+    for bad in ("garbage", "http://:hunter2@127.0.0.1/"):
+        with pytest.raises(ConfigError, match="WAGATE_REDIS_URL must be") as caught:
+            settings_from_env({"WAGATE_REDIS_URL": bad})
+        assert "hunter2" not in str(caught.value)
