@@ -202,7 +202,10 @@ async def test_the_listener_survives_a_killed_connection(
     await node_a.notification_added(5)
     assert await waiter < PROMPT_S
     lost = [r for r in caplog.records if r.levelno == logging.WARNING]
-    assert [getattr(r, "action", None) for r in lost] == ["wakeups_disconnected"]
+    # The loss and the return, one line each, without tracebacks.
+    assert [getattr(r, "action", None) for r in lost] == ["wakeups_disconnected"] * 2
+    assert " failed: " in lost[0].getMessage() and lost[0].exc_info is None
+    assert "works again after 1 failures in " in lost[1].getMessage()
 
 
 @pytest.mark.postgres

@@ -103,3 +103,25 @@ def test_a_recovery_is_logged_once_and_a_later_failure_starts_over(
     again = records(caplog)[-1]
     assert len(records(caplog)) == 3
     assert again.getMessage() == "claiming avatar jobs failed" and again.exc_info is not None
+
+
+def test_without_tracebacks_every_line_is_a_warning(
+    clock: Clock, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, LOGGER)
+    report = RepeatedFailure(
+        logging.getLogger(LOGGER), "the listener", "lost", every_s=60, clock=clock, traceback=False
+    )
+    fail(report, "server closed the connection")
+    clock.now += 61
+    fail(report, "connection refused")
+    report.succeeded()
+    lines = records(caplog)
+    assert [r.levelno for r in lines] == [logging.WARNING] * 3
+    assert all(r.exc_info is None for r in lines)
+    assert (
+        lines[0].getMessage() == "the listener failed: RuntimeError: server closed the connection"
+    )
+    assert lines[1].getMessage() == (
+        "the listener still failing: 2 failures in 61 s, the last: RuntimeError: connection refused"
+    )

@@ -19,6 +19,9 @@ class RepeatedFailure:
     traceback; then, while it keeps failing, one line at most every `every_s` with how many
     failures and for how long, and the last error's type and message; and one line when the
     step works again. Not thread-safe: one instance per loop, used on its event loop.
+
+    With `traceback=False`, for a failure that is expected now and then (a dropped connection
+    that is re-opened), every line is a warning and none carries a traceback.
     """
 
     def __init__(
@@ -29,12 +32,14 @@ class RepeatedFailure:
         *,
         every_s: float = REPORT_EVERY_S,
         clock: Callable[[], float] = time.monotonic,
+        traceback: bool = True,
     ) -> None:
         self._logger = logger
         self._step = step
         self._action = action
         self._every_s = every_s
         self._clock = clock
+        self._traceback = traceback
         self._first_at: float | None = None
         self._reported_at = 0.0
         self._failures = 0
@@ -47,15 +52,21 @@ class RepeatedFailure:
         """Record a failure; call it from the `except` block that caught it."""
         now = self._clock()
         self._failures += 1
+        error = sys.exc_info()[1]
         if self._first_at is None:
             self._first_at = self._reported_at = now
-            self._logger.exception("%s failed", self._step, extra={"action": self._action})
+            if self._traceback:
+                self._logger.exception("%s failed", self._step, extra={"action": self._action})
+            else:
+                self._logger.warning(
+                    "%s failed: %s", self._step, _describe(error), extra={"action": self._action}
+                )
             return
         if now - self._reported_at < self._every_s:
             return
         self._reported_at = now
-        error = sys.exc_info()[1]
-        self._logger.error(
+        self._logger.log(
+            logging.ERROR if self._traceback else logging.WARNING,
             "%s still failing: %d failures in %.0f s, the last: %s",
             self._step,
             self._failures,

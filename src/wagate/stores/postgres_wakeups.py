@@ -32,6 +32,7 @@ from psycopg.rows import TupleRow
 from sqlalchemy.engine import URL
 
 from wagate.core.errors import WagateError
+from wagate.core.failures import RepeatedFailure
 from wagate.core.ports import ANY_INSTANCE
 from wagate.core.wakeups import LocalWakeUps
 from wagate.stores._connect import sqlite_path, sync_url
@@ -70,6 +71,12 @@ class PostgresWakeUps:
             raise ValueError("PostgresWakeUps needs a PostgreSQL URL")
         self._conninfo = url.set(drivername="postgresql").render_as_string(hide_password=False)
         self._where = _describe(url)
+        self._listen_failures = RepeatedFailure(
+            logger,
+            f"the wake-up listener on {self._where}",
+            "wakeups_disconnected",
+            traceback=False,
+        )
         self._channel = channel
         self._origin = secrets.token_hex(4)
         self._local = LocalWakeUps()
@@ -247,24 +254,14 @@ class PostgresWakeUps:
             try:
                 if self._listener is None:
                     self._listener = await self._listen()
-                    logger.info(
-                        "listening for wake-ups on %s again",
-                        self._where,
-                        extra={"action": "wakeups_reconnected"},
-                    )
+                    self._listen_failures.succeeded()
                     delay_s = _RECONNECT_FIRST_S
                     # Whatever was sent while we were deaf is lost: let every waiter re-read.
                     await self._wake_everyone()
                 await self._relay(self._listener)
-            except (psycopg.Error, OSError, TimeoutError) as exc:
-                logger.warning(
-                    "wake-up listener on %s lost its connection (%s: %s); retrying in %.1f s",
-                    self._where,
-                    type(exc).__name__,
-                    exc,
-                    delay_s,
-                    extra={"action": "wakeups_disconnected"},
-                )
+            except (psycopg.Error, OSError, TimeoutError):
+                # Once, then once a minute while the database stays away, then its return.
+                self._listen_failures.failed()
                 await _close(self._listener)
                 self._listener = None
                 await asyncio.sleep(delay_s)
