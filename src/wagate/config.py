@@ -157,15 +157,22 @@ def _log_level(raw: str | None) -> str:
     return level
 
 
+def _scheme(url: str) -> tuple[str, str]:
+    """The URL's scheme in lower case ("" without one), and the URL as an error message may
+    name it: by its scheme only, since the rest may hold a password."""
+    scheme, separator, _ = url.partition("://")
+    if not separator:
+        return "", "a URL without a scheme"
+    return scheme.lower(), f"{scheme}://..."
+
+
 def _check_database_url(url: str) -> None:
-    """Refuse a URL of a database wagate has no store for, naming only its scheme (the rest
-    may hold a password)."""
+    """Refuse a URL of a database wagate has no store for."""
     if not url:
         return
-    scheme, colon, _ = url.partition(":")
-    backend = scheme.partition("+")[0].lower()
-    if not colon or backend not in _DATABASE_SCHEMES:
-        shown = f"{scheme}://..." if colon else "a URL without a scheme"
+    scheme, shown = _scheme(url)
+    backend = scheme.partition("+")[0]
+    if backend not in _DATABASE_SCHEMES:
         raise ConfigError(
             "--database-url / WAGATE_DATABASE_URL must be postgresql://... or "
             f"sqlite:///path, got {shown}"
@@ -197,12 +204,11 @@ def _check_public_url(url: str) -> None:
 
 
 def _check_redis_url(url: str) -> None:
-    """Refuse a URL the Redis client cannot use, naming only its scheme (it may hold a password)."""
+    """Refuse a URL the Redis client cannot use."""
     if not url:
         return
-    scheme, colon, _ = url.partition("://")
-    if not colon or scheme.lower() not in ("redis", "rediss", "unix"):
-        shown = f"{scheme}://..." if colon else "a URL without a scheme"
+    scheme, shown = _scheme(url)
+    if scheme not in ("redis", "rediss", "unix"):
         raise ConfigError(
             f"WAGATE_REDIS_URL must be redis://, rediss:// or unix://..., got {shown}"
         )

@@ -32,8 +32,8 @@ class SettingsService:
         refused. Setting a webhookUrl starts pushing what is queued; clearing it makes the queue
         pollable again."""
         url = settings.webhook_url
-        if url and url != instance.settings.webhook_url:
-            await self._sender.check_url(url)
+        if url != instance.settings.webhook_url:
+            await self.vet_new(settings)
         updated = await self._instances.set_settings(instance.id, settings)
         if url != instance.settings.webhook_url:
             # Pushing takes notifications off the queue behind the polling window's back.

@@ -33,7 +33,7 @@ from sqlalchemy import (
 from sqlalchemy.sql.dml import Insert
 from sqlalchemy.types import TypeEngine
 
-from wagate.core.model import AvatarJob, Notification, NotificationStatus
+from wagate.core.model import MAX_ID, AvatarJob, Notification, NotificationStatus
 from wagate.stores._prepared import Prepared, convert_distinct, execute_on_sqlite
 from wagate.stores.schema import UtcDateTime, avatar_jobs, instances, notifications
 from wagate.wire.json_text import dumps_text
@@ -214,7 +214,6 @@ _head = avatar_jobs.alias("head")
 _batch = avatar_jobs.alias("batch")
 _chosen = instances.alias("chosen")
 _NOW = bindparam("now", type_=UtcDateTime)
-_MAX_ID = 2**63 - 1
 _oldest_job = (
     select(func.min(_queued.c.id)).where(_queued.c.instance_id == instances.c.id).scalar_subquery()
 )
@@ -301,7 +300,7 @@ _CLAIM_OLDEST_JOBS = Prepared(
                 _chosen.c.id.in_(bindparam("instance_ids", expanding=True)),
                 # Checked once per instance (not per job), in this statement's snapshot.
                 ~exists().where(_live.c.instance_id == _chosen.c.id, _live.c.claimed_until > _NOW),
-                _batch.c.id <= func.coalesce(_batch_end, _MAX_ID),
+                _batch.c.id <= func.coalesce(_batch_end, MAX_ID),
             )
         )
     )
