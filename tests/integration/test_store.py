@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Coroutine
+from collections.abc import Coroutine, Iterable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -38,6 +38,11 @@ EXPIRED = timedelta(0)  # claimed_until = now: no longer live for any later clai
 @pytest.fixture
 def anyio_backend() -> str:
     return "asyncio"
+
+
+def claimed(jobs: Iterable[AvatarJob], attempts: int = 1) -> list[AvatarJob]:
+    """The jobs as a claim returns them: with the claims made of each so far."""
+    return [job._replace(attempts=attempts) for job in jobs]
 
 
 def make_instance(instance_id: int = 1101000001, phone: str = "11001234567") -> Instance:
@@ -278,12 +283,12 @@ async def test_claim_one_live_claim_per_instance_oldest_first(store: SqlStore) -
     b1 = await store.enqueue_avatar_job(1101000002, "b1@c.us")
     a2 = await store.enqueue_avatar_job(1101000001, "a2@c.us")
 
-    assert await store.claim_avatar_jobs(10, LONG, per_instance=1) == [a1, b1]
+    assert await store.claim_avatar_jobs(10, LONG, per_instance=1) == claimed([a1, b1])
     # Both instances have a live claim: a2 waits, however many jobs a claim may take.
     assert await store.claim_avatar_jobs(10, LONG, per_instance=BATCH) == []
 
     await store.complete_avatar_job(a1, {"n": 1})
-    assert await store.claim_avatar_jobs(10, LONG, per_instance=1) == [a2]
+    assert await store.claim_avatar_jobs(10, LONG, per_instance=1) == claimed([a2])
     assert await store.claim_avatar_jobs(10, LONG, per_instance=1) == []
 
 
@@ -297,19 +302,19 @@ async def test_claim_takes_each_instances_oldest_batch(store: SqlStore) -> None:
     a = [job for job in jobs if job.instance_id == 1101000001]
     b = [job for job in jobs if job.instance_id == 1101000002]
 
-    claimed = await store.claim_avatar_jobs(10, LONG, per_instance=3)
-    assert claimed == sorted([*a[:3], *b[:3]], key=lambda job: job.id)
+    claimed_jobs = await store.claim_avatar_jobs(10, LONG, per_instance=3)
+    assert claimed_jobs == claimed(sorted([*a[:3], *b[:3]], key=lambda job: job.id))
     # Nothing more of either instance while its batch is claimed, not even jobs queued later.
     late = await store.enqueue_avatar_job(1101000002, "late@c.us")
     assert await store.claim_avatar_jobs(10, LONG, per_instance=3) == []
 
     done = await store.complete_avatar_jobs([(job, {"job": job.id}) for job in a[:3]])
     assert all(notification is not None for notification in done)
-    assert await store.claim_avatar_jobs(10, LONG, per_instance=3) == a[3:]  # the 2 left
+    assert await store.claim_avatar_jobs(10, LONG, per_instance=3) == claimed(a[3:])  # the 2 left
     assert await store.claim_avatar_jobs(10, LONG, per_instance=3) == []
 
     await store.complete_avatar_jobs([(job, {}) for job in b[:3]])
-    assert await store.claim_avatar_jobs(10, LONG, per_instance=3) == [late]
+    assert await store.claim_avatar_jobs(10, LONG, per_instance=3) == claimed([late])
 
 
 async def test_a_completion_claims_the_next_batch_in_its_transaction(store: SqlStore) -> None:
@@ -321,17 +326,17 @@ async def test_a_completion_claims_the_next_batch_in_its_transaction(store: SqlS
     ]
     a = [job for job in jobs if job.instance_id == 1101000001]
     b = [job for job in jobs if job.instance_id == 1101000002]
-    assert await store.claim_avatar_jobs(1, LONG, per_instance=2) == a[:2]
+    assert await store.claim_avatar_jobs(1, LONG, per_instance=2) == claimed(a[:2])
 
     # B's queue is now the oldest: the completion of A's batch hands over B's.
     done, next_jobs = await store.complete_and_claim_avatar_jobs(
         [(job, {"job": job.id}) for job in a[:2]], LONG, per_instance=2
     )
     assert [n.body if n else None for n in done] == [{"job": a[0].id}, {"job": a[1].id}]
-    assert next_jobs == b
+    assert next_jobs == claimed(b)
     assert await store.count_avatar_jobs() == 4  # completed jobs are gone, claimed ones stay
     # Claimed: nothing of B for anyone else. A's rest (a[2], a[3]) is still free.
-    assert await store.claim_avatar_jobs(10, LONG, per_instance=BATCH) == a[2:]
+    assert await store.claim_avatar_jobs(10, LONG, per_instance=BATCH) == claimed(a[2:])
 
     # Nothing claimable left: the completion claims nothing, and a gone job is reported.
     done, next_jobs = await store.complete_and_claim_avatar_jobs(
@@ -360,7 +365,9 @@ async def test_concurrent_completions_each_claim_a_different_instance(store: Sql
     handed = [batch[0].instance_id for batch in claimed if batch]
     assert len(handed) == len(set(handed)) == 2
     assert sorted(job.id for batch in claimed for job in batch) == sorted(
-        job.id for job in jobs if job not in (first[0], second[0]) and job.instance_id in handed
+        job.id
+        for job in jobs
+        if job.id not in (first[0].id, second[0].id) and job.instance_id in handed
     )
 
 
@@ -370,8 +377,8 @@ async def test_claim_limit_takes_the_oldest_queue(store: SqlStore) -> None:
     b1 = await store.enqueue_avatar_job(1101000002, "b1@c.us")
     a1 = await store.enqueue_avatar_job(1101000001, "a1@c.us")
     b2 = await store.enqueue_avatar_job(1101000002, "b2@c.us")
-    assert await store.claim_avatar_jobs(1, LONG, per_instance=BATCH) == [b1, b2]
-    assert await store.claim_avatar_jobs(1, LONG, per_instance=BATCH) == [a1]
+    assert await store.claim_avatar_jobs(1, LONG, per_instance=BATCH) == claimed([b1, b2])
+    assert await store.claim_avatar_jobs(1, LONG, per_instance=BATCH) == claimed([a1])
     assert await store.claim_avatar_jobs(0, LONG, per_instance=BATCH) == []
 
 
@@ -383,8 +390,8 @@ async def test_claim_finds_the_instances_with_jobs_among_many_without(store: Sql
     late = await store.enqueue_avatar_job(1101000030, "late@c.us")
     early = await store.enqueue_avatar_job(1101000001, "early@c.us")
     middle = await store.enqueue_avatar_job(1101000017, "middle@c.us")
-    assert await store.claim_avatar_jobs(2, LONG, per_instance=BATCH) == [late, early]
-    assert await store.claim_avatar_jobs(10, LONG, per_instance=BATCH) == [middle]
+    assert await store.claim_avatar_jobs(2, LONG, per_instance=BATCH) == claimed([late, early])
+    assert await store.claim_avatar_jobs(10, LONG, per_instance=BATCH) == claimed([middle])
     assert await store.claim_avatar_jobs(10, LONG, per_instance=BATCH) == []
 
 
@@ -437,11 +444,11 @@ async def test_claim_in_a_window_of_the_oldest_jobs_stays_oldest_queue_first(
     a2 = await store.enqueue_avatar_job(1101000001, "a2@c.us")
     c1 = await store.enqueue_avatar_job(1101000003, "c1@c.us")
     d1 = await store.enqueue_avatar_job(1101000004, "d1@c.us")
-    assert await claim_in_window(store, 1, window=2) == [a1, a2]
+    assert await claim_in_window(store, 1, window=2) == claimed([a1, a2])
     # The window now holds one claimable instance (b) for two asked: the walk over every
     # instance with jobs answers, still oldest queue first.
-    assert await claim_in_window(store, 2, window=2) == [b1, c1]
-    assert await claim_in_window(store, 5, window=2) == [d1]
+    assert await claim_in_window(store, 2, window=2) == claimed([b1, c1])
+    assert await claim_in_window(store, 5, window=2) == claimed([d1])
     assert await claim_in_window(store, 5, window=2) == []
 
 
@@ -464,11 +471,11 @@ async def test_claim_skips_the_walk_over_every_instance_when_the_window_suffices
     for k in range(1, 41):
         await store.create_instance(make_instance(1101000000 + k, f"110012345{k:02d}"))
     jobs = [await store.enqueue_avatar_job(1101000000 + k, f"{k}@c.us") for k in range(1, 41)]
-    assert await store.claim_avatar_jobs(8, LONG, per_instance=BATCH) == jobs[:8]
-    assert await store.claim_avatar_jobs(8, LONG, per_instance=BATCH) == jobs[8:16]
+    assert await store.claim_avatar_jobs(8, LONG, per_instance=BATCH) == claimed(jobs[:8])
+    assert await store.claim_avatar_jobs(8, LONG, per_instance=BATCH) == claimed(jobs[8:16])
     assert walks == []
     # Fewer claimable instances than asked for: the walk makes sure there are no more.
-    assert await store.claim_avatar_jobs(30, LONG, per_instance=BATCH) == jobs[16:]
+    assert await store.claim_avatar_jobs(30, LONG, per_instance=BATCH) == claimed(jobs[16:])
     assert walks == [30]
 
 
@@ -477,9 +484,10 @@ async def test_expired_lease_lets_another_claim_take_over(store: SqlStore) -> No
     first = await store.enqueue_avatar_job(1101000001, "a1@c.us")
     await store.enqueue_avatar_job(1101000001, "a2@c.us")
 
-    assert await store.claim_avatar_jobs(10, EXPIRED, per_instance=1) == [first]  # worker "dies"
+    assert await store.claim_avatar_jobs(10, EXPIRED, per_instance=1) == claimed([first])  # dies
     await anyio.sleep(0.002)  # the clock moves past claimed_until
-    assert await store.claim_avatar_jobs(10, LONG, per_instance=1) == [first]  # still the oldest
+    # Still the oldest, and counted as claimed twice.
+    assert await store.claim_avatar_jobs(10, LONG, per_instance=1) == claimed([first], 2)
     assert await store.claim_avatar_jobs(10, LONG, per_instance=1) == []
 
     done = await store.complete_avatar_job(first, {"by": "second worker"})
@@ -494,9 +502,9 @@ async def test_expired_batch_is_taken_over_whole(store: SqlStore) -> None:
     jobs = [await store.enqueue_avatar_job(1101000001, f"{i}@c.us") for i in range(5)]
 
     batch = await store.claim_avatar_jobs(10, EXPIRED, per_instance=3)  # this worker "dies"
-    assert batch == jobs[:3]
+    assert batch == claimed(jobs[:3])
     await anyio.sleep(0.002)  # the clock moves past claimed_until
-    assert await store.claim_avatar_jobs(10, LONG, per_instance=3) == jobs[:3]
+    assert await store.claim_avatar_jobs(10, LONG, per_instance=3) == claimed(jobs[:3], 2)
     assert await store.claim_avatar_jobs(10, LONG, per_instance=3) == []
 
     second = await store.complete_avatar_jobs([(job, {"by": "second"}) for job in batch])
@@ -508,7 +516,7 @@ async def test_expired_batch_is_taken_over_whole(store: SqlStore) -> None:
     ]
     queued = await store.list_notifications(1101000001, NotificationStatus.QUEUED)
     assert queued == second
-    assert await store.claim_avatar_jobs(10, LONG, per_instance=3) == jobs[3:]
+    assert await store.claim_avatar_jobs(10, LONG, per_instance=3) == claimed(jobs[3:])
 
 
 async def test_complete_job_queues_notification_atomically(store: SqlStore) -> None:
@@ -575,7 +583,7 @@ async def test_queued_texts_come_back_exactly_as_written(store: SqlStore) -> Non
 async def test_complete_jobs_skips_only_the_jobs_already_gone(store: SqlStore) -> None:
     await store.create_instance(make_instance())
     jobs = [await store.enqueue_avatar_job(1101000001, f"{i}@c.us") for i in range(4)]
-    assert await store.claim_avatar_jobs(1, LONG, per_instance=BATCH) == jobs
+    assert await store.claim_avatar_jobs(1, LONG, per_instance=BATCH) == claimed(jobs)
     early = await store.complete_avatar_job(jobs[1], {"n": "early"})
 
     # jobs[2] listed twice (a batch taken over in the same process): completed once.

@@ -235,6 +235,8 @@ class AvatarJob(NamedTuple):
     instance_id: int
     chat_id: str
     created_at: datetime
+    # Times claimed, this claim included (0 before the first).
+    attempts: int = 0
 
 
 class PrivacyLevel(enum.StrEnum):

@@ -304,10 +304,17 @@ _CLAIM_OLDEST_JOBS = Prepared(
             )
         )
     )
-    .values(claimed_until=bindparam("until", type_=UtcDateTime))
+    .values(
+        claimed_until=bindparam("until", type_=UtcDateTime),
+        attempts=avatar_jobs.c.attempts + 1,
+    )
     # In `AvatarJob`'s field order: each row becomes one as it is.
     .returning(
-        avatar_jobs.c.id, avatar_jobs.c.instance_id, avatar_jobs.c.chat_id, avatar_jobs.c.created_at
+        avatar_jobs.c.id,
+        avatar_jobs.c.instance_id,
+        avatar_jobs.c.chat_id,
+        avatar_jobs.c.created_at,
+        avatar_jobs.c.attempts,
     )
 )
 
@@ -322,7 +329,8 @@ def claim_jobs(
     window: int | None = None,
 ) -> list[AvatarJob]:
     """Claim the oldest `per_instance` jobs (or all, if fewer) of up to `limit` instances with no
-    live claim, oldest queue first; all get `claimed_until = now + lease`. Returned by id.
+    live claim, oldest queue first; all get `claimed_until = now + lease` and count one more
+    attempt. Returned by id.
 
     With `lock_rows` (PostgreSQL), the instances are locked first with SKIP LOCKED, so
     concurrent claimers take different instances; the jobs are then chosen by a second statement

@@ -194,6 +194,8 @@ avatar_jobs = Table(
     Column("created_at", UtcDateTime, nullable=False),
     # Set while a worker holds the job; a past value means that worker died.
     Column("claimed_until", UtcDateTime, nullable=True),
+    # Claims so far (0006): a lookup that fails on every one is given up after a few.
+    Column("attempts", Integer, nullable=False, server_default="0"),
     Index(None, "instance_id", "id"),
     # The claim asks "has this instance a live claim?" of every candidate instance.
     Index(None, "instance_id", "claimed_until"),

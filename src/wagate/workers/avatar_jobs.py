@@ -35,6 +35,12 @@ JOBS_PER_INSTANCE = 64
 # again (larger sorts and transactions). On PostgreSQL 256 cost two nodes sharing an instance
 # ~12 % of their acknowledgements (P6), so it keeps 64 (docs/benchmarks.md).
 JOBS_PER_INSTANCE_SQLITE = 256
+# Claims after which a chat whose lookup still raises (a failure of wagate itself, such as an
+# image that cannot be stored, never an answer WhatsApp gives) is answered as timed out.
+# Retrying forever would hold back every later request of its instance, since an instance's
+# batches run in order; five leases (~2 minutes at the default avatar timeout) ride out a
+# passing failure.
+ATTEMPTS_PER_JOB = 5
 
 
 class AvatarJobWorker:
@@ -59,6 +65,7 @@ class AvatarJobWorker:
         poll_interval_s: float,
         phone_digits: tuple[int, int],
         jobs_per_instance: int = JOBS_PER_INSTANCE,
+        attempts_per_job: int = ATTEMPTS_PER_JOB,
     ) -> None:
         self._store = store
         self._instances = instances
@@ -68,6 +75,7 @@ class AvatarJobWorker:
         self._poll_interval_s = poll_interval_s
         self._phone_digits = phone_digits
         self._jobs_per_instance = jobs_per_instance
+        self._attempts_per_job = attempts_per_job
         # Longer than any batch can take, so a live worker never loses its claim: a batch's
         # lookups run concurrently, not one after another, and each is bounded by the avatar
         # timeout, so a batch takes about as long as its slowest lookup, not the sum of them.
@@ -185,7 +193,12 @@ class AvatarJobWorker:
             # The claim lapses and the jobs run again: a failure here delays, never loses.
             logger.exception(
                 "avatar jobs failed",
-                extra={"action": "avatar_job_failed", "instance": instance_id, "job": jobs[0].id},
+                extra={
+                    "action": "avatar_job_failed",
+                    "instance": instance_id,
+                    "job": jobs[0].id,
+                    "attempts": jobs[0].attempts,
+                },
             )
             return None
 
@@ -208,7 +221,14 @@ class AvatarJobWorker:
                 except BadRequestData:
                     chats[job.chat_id] = None
         valid = [chat for chat in chats.values() if chat is not None]
-        found = iter(await self._avatars.lookup_many(instance, valid))
+        try:
+            lookups = await self._avatars.lookup_many(instance, valid)
+        except Exception:
+            # The oldest job has been claimed the most often (later ones joined the queue since).
+            if jobs[0].attempts < self._attempts_per_job:
+                raise
+            lookups = await self._lookups_giving_up(instance, valid, jobs[0].attempts)
+        found = iter(lookups)
         now = datetime.now(UTC)
         bad_request = AvatarLookup(AvatarStatus.BAD_REQUEST)
         bodies = {
@@ -218,3 +238,33 @@ class AvatarJobWorker:
             for chat_id, chat in chats.items()
         }
         return [bodies[job.chat_id] for job in jobs]
+
+    async def _lookups_giving_up(
+        self, instance: Instance, chats: Sequence[ChatId], attempts: int
+    ) -> list[AvatarLookup]:
+        """Each chat looked up alone, so that only the ones that fail again are given up
+        (answered as timed out: the lookup did not succeed in the time it was given) and the
+        others keep their answers."""
+        outcomes = await asyncio.gather(
+            *(self._avatars.lookup_many(instance, [chat]) for chat in chats),
+            return_exceptions=True,
+        )
+        lookups: list[AvatarLookup] = []
+        for chat, outcome in zip(chats, outcomes, strict=True):
+            if isinstance(outcome, BaseException):
+                if not isinstance(outcome, Exception):
+                    raise outcome  # cancellation: the worker is stopping
+                logger.error(
+                    "avatar lookup failed on every attempt; answered as timed out",
+                    exc_info=outcome,
+                    extra={
+                        "action": "avatar_job_given_up",
+                        "instance": instance.id,
+                        "chat": str(chat),
+                        "attempts": attempts,
+                    },
+                )
+                lookups.append(AvatarLookup(AvatarStatus.TIMED_OUT))
+            else:
+                lookups.extend(outcome)
+        return lookups
