@@ -24,7 +24,7 @@ from wagate.core.errors import WagateError
 from wagate.core.model import Instance, InstanceState, NotificationStatus
 from wagate.cpu_affinity import AffinityError, parse_cpu_affinity, pin_process
 from wagate.engines.sandbox_demo import DEMO_PHONE, write_demo_world
-from wagate.engines.sandbox_world import load_world_file
+from wagate.engines.sandbox_world import WorldSummary, load_world_file
 from wagate.log_output import server_log_output
 
 T = TypeVar("T")
@@ -502,8 +502,11 @@ def sandbox_load(world: Path, data_dir: Path, database_url: str | None) -> None:
             world, runtime.store, runtime.images, runtime.settings.phone_digits
         )
 
-    summary = _run(_with_runtime(settings, action))
-    click.echo(f"loaded {world}: {summary}")
+    summary: WorldSummary = _run(_with_runtime(settings, action))
+    click.echo(
+        f"loaded {world} (merged): accounts {summary.accounts}, groups {summary.groups},"
+        f" faults {summary.faults}, distinct avatar images {summary.images}"
+    )
 
 
 # -- notifications --------------------------------------------------------------------------
