@@ -52,6 +52,16 @@ def test_records_as_named_tuples_keep_their_text_and_fields() -> None:
     assert str(chat) == "79001234567@c.us"
     assert chat.phone == "79001234567"
     assert ChatId(ChatKind.LID, "123456").phone is None
-    job = AvatarJob._make((1, 2, "79001234567@c.us", NOW))
-    assert job == AvatarJob(id=1, instance_id=2, chat_id="79001234567@c.us", created_at=NOW)
-    assert (job.id, job.instance_id, job.chat_id, job.created_at) == (1, 2, "79001234567@c.us", NOW)
+    # A claim's row, in the field order the store's RETURNING gives it.
+    job = AvatarJob._make((1, 2, "79001234567@c.us", NOW, 3))
+    assert job == AvatarJob(
+        id=1, instance_id=2, chat_id="79001234567@c.us", created_at=NOW, attempts=3
+    )
+    assert (job.id, job.instance_id, job.chat_id, job.created_at, job.attempts) == (
+        1,
+        2,
+        "79001234567@c.us",
+        NOW,
+        3,
+    )
+    assert AvatarJob(1, 2, "79001234567@c.us", NOW).attempts == 0  # never claimed
