@@ -71,7 +71,18 @@ class Settings:
         return replace(self, **{k: v for k, v in changes.items() if v is not None})
 
 
-def _float(env: Mapping[str, str], name: str, default: float, minimum: float = 0.0) -> float:
+# A century: durations are turned into datetime.timedelta (leases, retention), which overflows
+# a little past 2.7 million years, and "nan" or "inf" parse as floats but are no duration.
+_MAX_SECONDS = 100 * 365 * 86400
+
+
+def _float(
+    env: Mapping[str, str],
+    name: str,
+    default: float,
+    minimum: float = 0.0,
+    maximum: float = _MAX_SECONDS,
+) -> float:
     raw = env.get(name)
     if raw is None or raw == "":
         return default
@@ -79,12 +90,12 @@ def _float(env: Mapping[str, str], name: str, default: float, minimum: float = 0
         value = float(raw)
     except ValueError as exc:
         raise ConfigError(f"{name} must be a number of seconds, got {raw!r}") from exc
-    if value < minimum:
-        raise ConfigError(f"{name} must be at least {minimum}, got {raw!r}")
+    if not minimum <= value <= maximum:  # also false for nan
+        raise ConfigError(f"{name} must be from {minimum} to {maximum:g} seconds, got {raw!r}")
     return value
 
 
-def _int(env: Mapping[str, str], name: str, default: int, minimum: int = 0) -> int:
+def _int(env: Mapping[str, str], name: str, default: int, minimum: int, maximum: int) -> int:
     raw = env.get(name)
     if raw is None or raw == "":
         return default
@@ -92,8 +103,8 @@ def _int(env: Mapping[str, str], name: str, default: int, minimum: int = 0) -> i
         value = int(raw)
     except ValueError as exc:
         raise ConfigError(f"{name} must be an integer, got {raw!r}") from exc
-    if value < minimum:
-        raise ConfigError(f"{name} must be at least {minimum}, got {raw!r}")
+    if not minimum <= value <= maximum:
+        raise ConfigError(f"{name} must be from {minimum} to {maximum}, got {raw!r}")
     return value
 
 
@@ -214,6 +225,12 @@ def _check_redis_url(url: str) -> None:
         )
 
 
+# Beyond these a value is a mistake, not a size: the worker count is a claim's LIMIT (a number
+# past 64 bits made every claim fail), and each pushing connection is a socket.
+_MAX_AVATAR_WORKERS = 1024
+_MAX_WEBHOOK_CONCURRENCY = 10_000
+
+
 def settings_from_env(env: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
     """Build Settings from `WAGATE_*` variables; keyword overrides (CLI flags) win unless None.
 
@@ -223,13 +240,13 @@ def settings_from_env(env: Mapping[str, str] | None = None, **overrides: Any) ->
     env = os.environ if env is None else env
     settings = Settings(
         host=env.get("WAGATE_HOST", "127.0.0.1"),
-        port=_int(env, "WAGATE_PORT", 8080),
+        port=_int(env, "WAGATE_PORT", 8080, minimum=1, maximum=65535),
         data_dir=Path(env.get("WAGATE_DATA_DIR", "./wagate-data")),
         database_url=env.get("WAGATE_DATABASE_URL", ""),
         public_url=env.get("WAGATE_PUBLIC_URL", ""),
         avatar_timeout_s=_float(env, "WAGATE_AVATAR_TIMEOUT", 10.0, minimum=0.01),
         notification_retention_s=_float(env, "WAGATE_NOTIFICATION_RETENTION", 86400.0, 0.01),
-        max_body_bytes=_int(env, "WAGATE_MAX_BODY_BYTES", 1_048_576, minimum=1024),
+        max_body_bytes=_int(env, "WAGATE_MAX_BODY_BYTES", 1_048_576, minimum=1024, maximum=1 << 30),
         rate_limits_enabled=_bool(env, "WAGATE_RATE_LIMITS", True),
         redis_url=env.get("WAGATE_REDIS_URL", ""),
         phone_digits=_phone_digits(env.get("WAGATE_PHONE_DIGITS")),
@@ -238,9 +255,13 @@ def settings_from_env(env: Mapping[str, str] | None = None, **overrides: Any) ->
         webhook_max_interval_s=_float(env, "WAGATE_WEBHOOK_MAX_INTERVAL", 60.0, minimum=0.01),
         webhook_allow=_networks("WAGATE_WEBHOOK_ALLOW", env.get("WAGATE_WEBHOOK_ALLOW")),
         webhook_deny=_networks("WAGATE_WEBHOOK_DENY", env.get("WAGATE_WEBHOOK_DENY")),
-        webhook_concurrency=_int(env, "WAGATE_WEBHOOK_CONCURRENCY", 64, minimum=1),
+        webhook_concurrency=_int(
+            env, "WAGATE_WEBHOOK_CONCURRENCY", 64, minimum=1, maximum=_MAX_WEBHOOK_CONCURRENCY
+        ),
         poll_interval_s=_float(env, "WAGATE_POLL_INTERVAL", 1.0, minimum=0.01),
-        avatar_workers=_int(env, "WAGATE_AVATAR_WORKERS", 8, minimum=1),
+        avatar_workers=_int(
+            env, "WAGATE_AVATAR_WORKERS", 8, minimum=1, maximum=_MAX_AVATAR_WORKERS
+        ),
         log_level=_log_level(env.get("WAGATE_LOG_LEVEL")),
         cpu_affinity=cpu_affinity_setting(env.get("WAGATE_CPU_AFFINITY")),
     )

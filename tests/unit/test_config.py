@@ -76,3 +76,39 @@ def test_redis_urls_are_checked_without_showing_them() -> None:
         with pytest.raises(ConfigError, match="WAGATE_REDIS_URL must be") as caught:
             settings_from_env({"WAGATE_REDIS_URL": bad})
         assert "hunter2" not in str(caught.value)
+
+
+@pytest.mark.parametrize("raw", ["nan", "NaN", "inf", "-inf", "1e400", "3.2e9", "0.001", "-1"])
+@pytest.mark.parametrize(
+    "name", ["WAGATE_AVATAR_TIMEOUT", "WAGATE_NOTIFICATION_RETENTION", "WAGATE_POLL_INTERVAL"]
+)
+def test_durations_outside_their_range_are_refused(name: str, raw: str) -> None:
+    """nan and inf parse as floats; before, they (and a century or more) crashed `serve` when
+    turned into a lease or a retention period."""
+    with pytest.raises(ConfigError, match=rf"{name} must be from 0.01 to 3.1536e\+09 seconds"):
+        settings_from_env({name: raw})
+
+
+def test_durations_in_range_are_read() -> None:
+    settings = settings_from_env(
+        {"WAGATE_AVATAR_TIMEOUT": "0.5", "WAGATE_NOTIFICATION_RETENTION": "3153600000"}
+    )
+    assert (settings.avatar_timeout_s, settings.notification_retention_s) == (0.5, 3153600000)
+
+
+@pytest.mark.parametrize(
+    ("name", "field", "low", "high"),
+    [
+        ("WAGATE_AVATAR_WORKERS", "avatar_workers", 1, 1024),
+        ("WAGATE_WEBHOOK_CONCURRENCY", "webhook_concurrency", 1, 10_000),
+        ("WAGATE_MAX_BODY_BYTES", "max_body_bytes", 1024, 1 << 30),
+        ("WAGATE_PORT", "port", 1, 65535),
+    ],
+)
+def test_counts_outside_their_range_are_refused(name: str, field: str, low: int, high: int) -> None:
+    """A worker count past 64 bits made every avatar job claim fail (it is the claim's LIMIT)."""
+    for raw in (str(low - 1), str(high + 1), "100000000000000000000"):
+        with pytest.raises(ConfigError, match=rf"{name} must be from {low} to {high}, got '{raw}'"):
+            settings_from_env({name: raw})
+    assert getattr(settings_from_env({name: str(low)}), field) == low
+    assert getattr(settings_from_env({name: str(high)}), field) == high
