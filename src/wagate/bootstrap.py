@@ -13,8 +13,9 @@ from pathlib import Path
 
 import anyio
 
-from wagate.config import Settings
+from wagate.config import Settings, partner_token_problem
 from wagate.core.avatars import AvatarService
+from wagate.core.errors import WagateError
 from wagate.core.instances import InstanceService
 from wagate.core.notifications import NotificationService
 from wagate.core.ports import Engine, ImageStore, RateLimits, Store, WakeUps
@@ -67,7 +68,11 @@ class Runtime:
 def _read_or_create_partner_token(data_dir: Path) -> str:
     path = data_dir / PARTNER_TOKEN_FILE
     if path.exists():
-        return path.read_text().strip()
+        token = path.read_text().strip()
+        problem = partner_token_problem(token)
+        if problem is not None:
+            raise WagateError(f"the partner token in {path} {problem}")
+        return token
     token = secrets.token_hex(25)
     # Created with owner-only permissions: the token can create and delete instances.
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)

@@ -271,6 +271,12 @@ async def _prepare_serve(runtime: Runtime, *, demo: bool) -> None:
     await runtime.store.set_meta("public_url", runtime.public_url)
     instances = await runtime.instances.list()
     if demo and not instances:
+        low, high = runtime.settings.phone_digits
+        if not low <= len(DEMO_PHONE) <= high:
+            raise WagateError(
+                f"the demo world's numbers have {len(DEMO_PHONE)} digits, which"
+                f" WAGATE_PHONE_DIGITS={low}-{high} does not allow: start with --no-demo"
+            )
         world = await asyncio.to_thread(write_demo_world, runtime.settings.data_dir / "demo-world")
         await load_world_file(world, runtime.store, runtime.images, runtime.settings.phone_digits)
         instance = await runtime.instances.create(phone=DEMO_PHONE)

@@ -225,6 +225,26 @@ def _check_redis_url(url: str) -> None:
         )
 
 
+_TOKEN_CHARACTERS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789._~-")
+
+
+def partner_token_problem(token: str) -> str | None:
+    """Why `token` cannot be the partner token, or None. It travels in the URL path, so only
+    characters a path carries as they are; and it can create and delete every instance, so not
+    a short one. The answer never quotes the token."""
+    if not 16 <= len(token) <= 200:
+        return f"must be 16 to 200 characters long, got {len(token)}"
+    if not _TOKEN_CHARACTERS.issuperset(token):
+        return "may hold only letters, digits and . _ ~ - (it is part of the URL path)"
+    return None
+
+
+def _check_partner_token(token: str) -> None:
+    problem = partner_token_problem(token) if token else None
+    if problem is not None:
+        raise ConfigError(f"WAGATE_PARTNER_TOKEN {problem}")
+
+
 # Beyond these a value is a mistake, not a size: the worker count is a claim's LIMIT (a number
 # past 64 bits made every claim fail), and each pushing connection is a socket.
 _MAX_AVATAR_WORKERS = 1024
@@ -269,4 +289,5 @@ def settings_from_env(env: Mapping[str, str] | None = None, **overrides: Any) ->
     _check_database_url(settings.database_url)
     _check_public_url(settings.public_url)
     _check_redis_url(settings.redis_url)
+    _check_partner_token(settings.partner_token)
     return settings

@@ -112,3 +112,28 @@ def test_counts_outside_their_range_are_refused(name: str, field: str, low: int,
             settings_from_env({name: raw})
     assert getattr(settings_from_env({name: str(low)}), field) == low
     assert getattr(settings_from_env({name: str(high)}), field) == high
+
+
+@pytest.mark.parametrize(
+    ("token", "said"),
+    [
+        ("short", "must be 16 to 200 characters long, got 5"),
+        ("x" * 201, "must be 16 to 200 characters long, got 201"),
+        ("secret-with/slash-in-it", "may hold only letters, digits and . _ ~ -"),
+        ("secret with spaces inside", "may hold only letters, digits and . _ ~ -"),
+        ("secret\nwith-a-newline", "may hold only letters, digits and . _ ~ -"),
+    ],
+)
+def test_partner_tokens_no_client_could_send_or_too_short_are_refused(
+    token: str, said: str
+) -> None:
+    """The token goes in the URL path and can delete every instance; the message never
+    repeats it."""
+    with pytest.raises(ConfigError, match=f"WAGATE_PARTNER_TOKEN {said}") as caught:
+        settings_from_env({"WAGATE_PARTNER_TOKEN": token})
+    assert token not in str(caught.value)
+
+
+@pytest.mark.parametrize("token", ["", "0123456789abcdef", "Az09._~-" * 25])
+def test_partner_tokens_that_work_are_kept(token: str) -> None:
+    assert settings_from_env({"WAGATE_PARTNER_TOKEN": token}).partner_token == token
