@@ -19,6 +19,7 @@ from click.testing import CliRunner, Result
 from tests.e2e.conftest import (
     SHOW_KEYS,
     WagateProcess,
+    base_env,
     cli_json,
     run_cli,
     wagate_executable,
@@ -243,3 +244,15 @@ def test_instance_create_refuses_a_phone_no_chat_id_could_reach(tmp_path: Path) 
     too_long = cli("instance", "create", "--phone", "7" * 32, exit_code=1)
     assert too_long.output.strip() == "error: phone must have 11 to 12 digits, got 32"
     assert cli.json("instance", "list", "--json") == []
+
+
+def test_serve_with_phone_digits_the_demo_cannot_use_stops_naming_no_demo(tmp_path: Path) -> None:
+    data_dir = tmp_path / "data"
+    env = base_env(WAGATE_PHONE_DIGITS="5-10")
+    result = run_cli(data_dir, "serve", "--port", "1", env=env, check=False)
+    assert result.returncode == 1, result.stderr
+    assert result.stderr.strip().splitlines()[-1] == (
+        "error: the demo world's numbers have 11 digits, which WAGATE_PHONE_DIGITS=5-10 does"
+        " not allow: start with --no-demo"
+    )
+    assert not (data_dir / "demo-world").exists()  # stopped before writing anything of it
