@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import logging
 import re
+import socket
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -10,6 +13,7 @@ import httpx
 import pytest
 
 from tests.integration.conftest import Demo, make_settings, start_demo
+from wagate.bootstrap import Runtime
 
 TIMESTAMP = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$")
 
@@ -198,3 +202,52 @@ def test_paths_the_guard_does_not_serve_itself_still_get_fastapis_answers(demo: 
     assert head.status_code == 404  # not a GREEN-API verb for it, as for any other verb
     assert httpx.get(f"{demo.url}/ping").json() == {"pong": True}
     assert httpx.post(f"{demo.url}/ping", content=b"anything").json() == {"pong": True}
+
+
+class _AccessLogWatch(logging.Handler):
+    """Keeps the status of the first request the access log records, and sets `seen`."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.status: object = None
+        self.seen = threading.Event()
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if not self.seen.is_set():
+            self.status = getattr(record, "status", None)
+            self.seen.set()
+
+
+def test_a_request_whose_client_leaves_mid_body_is_not_acted_on(
+    demo: Demo, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Its body so far is valid JSON (the trailing newline never came), yet no job is recorded:
+    the client saw no answer and may send it again."""
+    caplog.set_level(logging.INFO, "wagate.access")
+    watch = _AccessLogWatch()
+    access_log = logging.getLogger("wagate.access")
+    access_log.addHandler(watch)
+    try:
+        body = b'{"chatId": "11001234568@c.us"}\n'
+        path = f"/waInstance{demo.instance.id}/getAvatarAsync/{demo.instance.api_token}"
+        head = (
+            f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+            f"Content-Length: {len(body)}\r\n\r\n"
+        )
+        with socket.create_connection(("127.0.0.1", demo.server.port)) as client:
+            client.sendall(head.encode() + body[:-1])
+        assert watch.seen.wait(10), "the abandoned request was never logged"
+    finally:
+        access_log.removeHandler(watch)
+    assert watch.status == 499  # nginx's "client closed request": nothing was answered
+
+    async def recorded(runtime: Runtime) -> tuple[int, int]:
+        instance_id = demo.instance.id
+        jobs = await runtime.store.count_avatar_jobs(instance_id)
+        return jobs, await runtime.store.count_notifications(instance_id)
+
+    assert demo.server.call(recorded) == (0, 0)
+    # The same request sent whole is acknowledged and recorded.
+    sent = httpx.post(demo.method_url("getAvatarAsync"), content=body)
+    assert (sent.status_code, sent.content) == (200, b"")
+    assert sum(demo.server.call(recorded)) == 1

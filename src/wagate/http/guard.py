@@ -36,6 +36,15 @@ class _BodyTooLarge(Exception):
     pass
 
 
+class _ClientGone(Exception):
+    """The client closed the connection before its request body was complete."""
+
+
+# Logged and counted for a request whose client left before it was read (nginx's convention):
+# no answer was sent, and nothing of it was done.
+CLIENT_CLOSED_REQUEST = 499
+
+
 class GreenApiGuard:
     def __init__(self, app: ASGIApp, max_body_bytes: int, metrics: Metrics) -> None:
         self.app = app
@@ -72,6 +81,8 @@ class GreenApiGuard:
                 await self._answer(scope, receive, send_wrapper, status, message)
         except _BodyTooLarge:
             await self._answer(scope, receive, send_wrapper, 413, "Request body is too large")
+        except _ClientGone:
+            status_holder["status"] = CLIENT_CLOSED_REQUEST
         finally:
             elapsed = time.perf_counter() - started
             status = status_holder["status"]
@@ -158,7 +169,10 @@ class GreenApiGuard:
         while True:
             message = await receive()
             if message["type"] != "http.request":
-                break
+                # A body cut short is not a request: a prefix that parses (JSON sent with a
+                # trailing newline, the newline lost) would be acted on, and the client, which
+                # never saw an answer, would send it again.
+                raise _ClientGone
             chunk = message.get("body", b"")
             size += len(chunk)
             if size > self.max_body_bytes:
