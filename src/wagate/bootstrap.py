@@ -208,7 +208,9 @@ async def run_workers(runtime: Runtime) -> AsyncIterator[None]:
             ids_commit_in_order=settings.is_sqlite,
         ).run(),
         "retention": RetentionWorker(
-            runtime.notifications, settings.notification_retention_s
+            runtime.notifications,
+            settings.notification_retention_s,
+            settings.dead_letter_retention_s,
         ).run(),
     }
     tasks = [asyncio.create_task(coro, name=name) for name, coro in workers.items()]

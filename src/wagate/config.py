@@ -28,6 +28,9 @@ class Settings:
     public_url: str = ""
     avatar_timeout_s: float = 10.0
     notification_retention_s: float = 86400.0
+    # Seconds after it was queued that a dead letter is deleted; 0 keeps dead letters until
+    # they are replayed or their instance is deleted.
+    dead_letter_retention_s: float = 0.0
     max_body_bytes: int = 1_048_576
     rate_limits_enabled: bool = True
     # With Redis, every node draws on one budget per instance and method; without, each node
@@ -266,6 +269,7 @@ def settings_from_env(env: Mapping[str, str] | None = None, **overrides: Any) ->
         public_url=env.get("WAGATE_PUBLIC_URL", ""),
         avatar_timeout_s=_float(env, "WAGATE_AVATAR_TIMEOUT", 10.0, minimum=0.01),
         notification_retention_s=_float(env, "WAGATE_NOTIFICATION_RETENTION", 86400.0, 0.01),
+        dead_letter_retention_s=_float(env, "WAGATE_DEAD_LETTER_RETENTION", 0.0),
         max_body_bytes=_int(env, "WAGATE_MAX_BODY_BYTES", 1_048_576, minimum=1024, maximum=1 << 30),
         rate_limits_enabled=_bool(env, "WAGATE_RATE_LIMITS", True),
         redis_url=env.get("WAGATE_REDIS_URL", ""),

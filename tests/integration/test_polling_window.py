@@ -8,7 +8,7 @@ import asyncio
 import logging
 from collections.abc import AsyncIterator, Callable
 from dataclasses import replace
-from datetime import timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -311,6 +311,28 @@ async def test_dead_lettering_empties_every_window(setup: Setup) -> None:
     assert await service.receive(instance, 0) is not None
     assert await service.dead_letter_expired(timedelta(seconds=-60)) == 2
     assert await service.receive(instance, 0) is None
+
+
+async def test_old_dead_letters_are_deleted_a_batch_per_transaction(
+    store: Store, setup: Setup, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(notifications, "_DEAD_LETTER_BATCH", 2)
+    instance, _, _, service = await setup(5)
+    assert await service.dead_letter_expired(timedelta(seconds=-60)) == 5
+    batches: list[int] = []
+    delete_dead_letters = store.delete_dead_letters
+
+    async def counted(created_before: datetime, limit: int) -> int:
+        deleted = await delete_dead_letters(created_before, limit)
+        batches.append(deleted)
+        return deleted
+
+    monkeypatch.setattr(store, "delete_dead_letters", counted)
+    # Queued a minute from now: none is that old yet.
+    assert await service.delete_old_dead_letters(timedelta(seconds=60)) == 0
+    assert await service.delete_old_dead_letters(timedelta(seconds=-60)) == 5
+    assert batches == [0, 2, 2, 1]
+    assert await service.list_for(instance.id, NotificationStatus.DEAD) == []
 
 
 async def test_push_mode_and_forget_drop_the_window(store: Store, setup: Setup) -> None:

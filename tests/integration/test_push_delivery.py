@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ipaddress
 import json
+import logging
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -227,6 +228,39 @@ def test_dead_letter_after_retention_then_replay(tmp_path: Path, receiver: Recei
         assert got.headers["webhook-id"] == failed_id
         assert got.json["avatarInfo"]["chatId"] == CHATS[0]
         assert httpx.post(replay_url, json={}, headers={}).status_code == 401
+    finally:
+        demo.server.stop()
+
+
+def test_dead_letters_are_deleted_after_their_own_retention_when_one_is_set(
+    tmp_path: Path, receiver: Receiver, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, "wagate.workers.retention")
+    demo = start_demo(
+        make_settings(
+            tmp_path,
+            notification_retention_s=0.5,
+            dead_letter_retention_s=1.0,
+            webhook_max_interval_s=0.2,
+            rate_limits_enabled=False,
+        )
+    )
+    try:
+        receiver.default = Answer(500)
+        set_webhook(demo, receiver.url)
+        ask(demo, CHATS[0])
+
+        def said(message: str) -> list[logging.LogRecord]:
+            return [r for r in caplog.records if r.getMessage() == message]
+
+        wait_until(lambda: bool(said("dead letters deleted after their retention")))
+        [moved] = said("notifications dead-lettered after retention")
+        [deleted] = said("dead letters deleted after their retention")
+        assert (getattr(moved, "count", None), getattr(deleted, "count", None)) == (1, 1)
+        assert moved.created <= deleted.created
+        assert queued(demo, NotificationStatus.DEAD) == []
+        assert queued(demo) == []
+        assert len(receiver.requests) >= 1  # it was tried, and failed, before it died
     finally:
         demo.server.stop()
 

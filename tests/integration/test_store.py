@@ -770,6 +770,29 @@ async def test_dead_letter_expired(store: SqlStore) -> None:
     assert len(await store.list_notifications(1101000001, NotificationStatus.DEAD)) == 2
 
 
+async def test_delete_dead_letters_takes_old_dead_ones_only_oldest_first(store: SqlStore) -> None:
+    await store.create_instance(make_instance())
+    old = await queue(store, 1101000001, 3)
+    assert await store.dead_letter_expired(datetime.now(UTC) + timedelta(seconds=1)) == 3
+    cutoff = datetime.now(UTC)
+    await anyio.sleep(0.002)
+    newer = await queue(store, 1101000001, 2)
+    assert await store.dead_letter_expired(datetime.now(UTC) + timedelta(seconds=1)) == 2
+    [still_queued] = await queue(store, 1101000001, 1)
+
+    assert await store.delete_dead_letters(cutoff, limit=2) == 2
+    dead = await store.list_notifications(1101000001, NotificationStatus.DEAD)
+    assert [n.receipt_id for n in dead] == [old[2], *newer]
+    assert await store.delete_dead_letters(cutoff, limit=2) == 1
+    assert await store.delete_dead_letters(cutoff, limit=2) == 0
+    # Dead letters queued after the cutoff and queued notifications of any age stay.
+    dead = await store.list_notifications(1101000001, NotificationStatus.DEAD)
+    assert [n.receipt_id for n in dead] == newer
+    assert await store.delete_dead_letters(datetime.now(UTC) + timedelta(seconds=1), 10) == 2
+    head = await store.head_notification(1101000001)
+    assert head is not None and head.receipt_id == still_queued
+
+
 async def test_list_notifications_order_and_limit(store: SqlStore) -> None:
     await store.create_instance(make_instance())
     ids = await queue(store, 1101000001, 5)

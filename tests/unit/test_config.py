@@ -137,3 +137,12 @@ def test_partner_tokens_no_client_could_send_or_too_short_are_refused(
 @pytest.mark.parametrize("token", ["", "0123456789abcdef", "Az09._~-" * 25])
 def test_partner_tokens_that_work_are_kept(token: str) -> None:
     assert settings_from_env({"WAGATE_PARTNER_TOKEN": token}).partner_token == token
+
+
+def test_dead_letters_are_kept_unless_a_retention_is_set() -> None:
+    assert settings_from_env({}).dead_letter_retention_s == 0.0
+    week = settings_from_env({"WAGATE_DEAD_LETTER_RETENTION": "604800"})
+    assert week.dead_letter_retention_s == 604800.0
+    for raw in ("-1", "nan", "inf"):
+        with pytest.raises(ConfigError, match=r"WAGATE_DEAD_LETTER_RETENTION must be from 0\.0 to"):
+            settings_from_env({"WAGATE_DEAD_LETTER_RETENTION": raw})

@@ -23,6 +23,8 @@ _MAX_WINDOWS = 256
 DEFERRED_DELETE_S = 0.01
 # After a failed write of deferred deletes, the next try.
 _DEFERRED_DELETE_RETRY_S = 1.0
+# Dead letters deleted per transaction by `delete_old_dead_letters`.
+_DEAD_LETTER_BATCH = 1000
 
 
 @dataclass
@@ -272,6 +274,18 @@ class NotificationService:
         if count:
             await self._wakeups.notification_added(instance_id)
         return count
+
+    async def delete_old_dead_letters(self, retention: timedelta) -> int:
+        """Delete the dead letters of notifications queued longer ago than `retention`, in
+        transactions of `_DEAD_LETTER_BATCH` rows, so that a large backlog never holds the
+        database's writer for long. Dead letters are never in a polling window."""
+        created_before = datetime.now(UTC) - retention
+        deleted = 0
+        while True:
+            count = await self._store.delete_dead_letters(created_before, _DEAD_LETTER_BATCH)
+            deleted += count
+            if count < _DEAD_LETTER_BATCH:
+                return deleted
 
     async def dead_letter_expired(self, retention: timedelta) -> int:
         # A notification the client deleted is deleted, not dead-lettered.

@@ -213,6 +213,11 @@ class Store(Protocol):
         """Move queued notifications created before the cutoff to the dead letters."""
         ...
 
+    async def delete_dead_letters(self, created_before: datetime, limit: int) -> int:
+        """Delete up to `limit` dead letters created before the cutoff, oldest first; returns
+        how many."""
+        ...
+
     async def list_notifications(
         self, instance_id: int, status: NotificationStatus, limit: int = 100
     ) -> list[Notification]: ...

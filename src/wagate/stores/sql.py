@@ -628,6 +628,21 @@ class SqlStore(PushDelivery):
         expired: int = await self._writer.run(lambda conn: conn.execute(statement).rowcount)
         return expired
 
+    async def delete_dead_letters(self, created_before: datetime, limit: int) -> int:
+        oldest = (
+            select(notifications.c.receipt_id)
+            .where(
+                notifications.c.status == queues.DEAD, notifications.c.created_at < created_before
+            )
+            .order_by(notifications.c.created_at)
+            .limit(limit)
+        )
+        statement = delete(notifications).where(
+            notifications.c.receipt_id.in_(oldest.scalar_subquery())
+        )
+        deleted: int = await self._writer.run(lambda conn: conn.execute(statement).rowcount)
+        return deleted
+
     async def list_notifications(
         self, instance_id: int, status: NotificationStatus, limit: int = 100
     ) -> list[Notification]:

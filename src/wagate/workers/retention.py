@@ -1,4 +1,5 @@
-"""Moves notifications older than the retention period to the dead letters."""
+"""Moves notifications older than the retention period to the dead letters, and, if the
+operator asked for it, deletes dead letters older than theirs."""
 
 from __future__ import annotations
 
@@ -13,24 +14,46 @@ logger = logging.getLogger(__name__)
 
 
 class RetentionWorker:
-    def __init__(self, notifications: NotificationService, retention_s: float) -> None:
+    """`dead_letter_retention_s` 0 keeps dead letters (until replayed or their instance is
+    deleted): dropping what could not be delivered is the operator's choice, not a default."""
+
+    def __init__(
+        self,
+        notifications: NotificationService,
+        retention_s: float,
+        dead_letter_retention_s: float = 0.0,
+    ) -> None:
         self._notifications = notifications
         self._retention = timedelta(seconds=retention_s)
+        self._dead_letter_retention = (
+            timedelta(seconds=dead_letter_retention_s) if dead_letter_retention_s > 0 else None
+        )
         # Often enough that a notification outlives its retention by a small fraction of it.
-        self._interval_s = min(60.0, max(0.05, retention_s / 10))
+        shortest = min(retention_s, dead_letter_retention_s or retention_s)
+        self._interval_s = min(60.0, max(0.05, shortest / 10))
         self._failures = RepeatedFailure(logger, "the retention pass", "retention_failed")
 
     async def run(self) -> None:
         while True:
             try:
-                moved = await self._notifications.dead_letter_expired(self._retention)
-                if moved:
-                    logger.warning(
-                        "notifications dead-lettered after retention",
-                        extra={"action": "dead_lettered", "count": moved},
-                    )
+                await self._pass()
             except Exception:
                 self._failures.failed()
             else:
                 self._failures.succeeded()
             await asyncio.sleep(self._interval_s)
+
+    async def _pass(self) -> None:
+        moved = await self._notifications.dead_letter_expired(self._retention)
+        if moved:
+            logger.warning(
+                "notifications dead-lettered after retention",
+                extra={"action": "dead_lettered", "count": moved},
+            )
+        if self._dead_letter_retention is not None:
+            deleted = await self._notifications.delete_old_dead_letters(self._dead_letter_retention)
+            if deleted:
+                logger.info(
+                    "dead letters deleted after their retention",
+                    extra={"action": "dead_letters_deleted", "count": deleted},
+                )
