@@ -94,7 +94,7 @@ def _float(
     except ValueError as exc:
         raise ConfigError(f"{name} must be a number of seconds, got {raw!r}") from exc
     if not minimum <= value <= maximum:  # also false for nan
-        raise ConfigError(f"{name} must be from {minimum} to {maximum:g} seconds, got {raw!r}")
+        raise ConfigError(f"{name} must be from {minimum} to {maximum:.10g} seconds, got {raw!r}")
     return value
 
 
