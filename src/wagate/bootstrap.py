@@ -18,7 +18,7 @@ from wagate.core.avatars import AvatarService
 from wagate.core.errors import WagateError
 from wagate.core.instances import InstanceService
 from wagate.core.notifications import NotificationService
-from wagate.core.ports import Engine, ImageStore, RateLimits, Store, WakeUps
+from wagate.core.ports import Engine, ImageStore, PipelineEvents, RateLimits, Store, WakeUps
 from wagate.core.rate_limits import RateLimiter
 from wagate.core.settings import SettingsService
 from wagate.core.wakeups import LocalWakeUps
@@ -177,8 +177,11 @@ def _rate_limits(settings: Settings) -> RateLimits:
 
 
 @asynccontextmanager
-async def run_workers(runtime: Runtime) -> AsyncIterator[None]:
-    """Run the background loops while the block runs; cancel and await them after it."""
+async def run_workers(
+    runtime: Runtime, events: PipelineEvents | None = None
+) -> AsyncIterator[None]:
+    """Run the background loops while the block runs; cancel and await them after it. What
+    they do is counted on `events` (the server's `/metrics`)."""
     settings = runtime.settings
     if settings.is_sqlite:
         # One server per SQLite file: any lease in it belongs to a process that is gone.
@@ -195,6 +198,7 @@ async def run_workers(runtime: Runtime) -> AsyncIterator[None]:
             jobs_per_instance=(
                 JOBS_PER_INSTANCE_SQLITE if settings.is_sqlite else JOBS_PER_INSTANCE
             ),
+            events=events,
         ).run(),
         "delivery": PushDispatcher(
             runtime.store,
@@ -206,11 +210,13 @@ async def run_workers(runtime: Runtime) -> AsyncIterator[None]:
             max_interval_s=settings.webhook_max_interval_s,
             poll_interval_s=settings.poll_interval_s,
             ids_commit_in_order=settings.is_sqlite,
+            events=events,
         ).run(),
         "retention": RetentionWorker(
             runtime.notifications,
             settings.notification_retention_s,
             settings.dead_letter_retention_s,
+            events=events,
         ).run(),
     }
     tasks = [asyncio.create_task(coro, name=name) for name, coro in workers.items()]

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 from collections.abc import MutableSequence, Sequence
 from pathlib import Path
 
@@ -15,6 +16,7 @@ import pytest
 from wagate.bootstrap import Runtime, open_runtime
 from wagate.config import Settings
 from wagate.core.model import AvatarResult, ChatId, Instance
+from wagate.http.metrics import Metrics
 from wagate.wire.chat_id import parse_chat_id
 from wagate.workers.avatar_jobs import AvatarJobWorker
 
@@ -77,6 +79,7 @@ async def test_a_lookup_that_keeps_failing_is_given_up_after_the_last_attempt(
         engine = FailingEngine(runtime)
         monkeypatch.setattr(runtime.engines["sandbox"], "fetch_avatars", engine.fetch_avatars)
         instance = await runtime.instances.create()
+        metrics = Metrics()
         for chat in CHATS:
             await runtime.avatars.accept(instance, parse_chat_id(chat, settings.phone_digits))
         worker = AvatarJobWorker(
@@ -88,6 +91,7 @@ async def test_a_lookup_that_keeps_failing_is_given_up_after_the_last_attempt(
             poll_interval_s=0.01,
             phone_digits=settings.phone_digits,
             attempts_per_job=2,
+            events=metrics,
         )
         task = asyncio.create_task(worker.run())
         try:
@@ -113,6 +117,11 @@ async def test_a_lookup_that_keeps_failing_is_given_up_after_the_last_attempt(
     failed = [r for r in caplog.records if r.getMessage() == "avatar jobs failed"]
     given_up = [r for r in caplog.records if r.getMessage().startswith("avatar lookup failed")]
     assert [getattr(r, "attempts", None) for r in failed] == [1]
+    counters = dict(
+        re.findall(r"^(wagate_avatar_\w+_total) (\S+)$", metrics.render().decode(), re.M)
+    )
+    assert float(counters["wagate_avatar_jobs_answered_total"]) == 3
+    assert float(counters["wagate_avatar_lookups_given_up_total"]) == (0 if recovers else 1)
     if recovers:
         assert answers == not_on_whatsapp
         assert engine.batches[1:] == [[GOOD_1, POISON, GOOD_2]]

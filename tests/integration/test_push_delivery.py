@@ -5,6 +5,7 @@ from __future__ import annotations
 import ipaddress
 import json
 import logging
+import re
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -232,6 +233,31 @@ def test_dead_letter_after_retention_then_replay(tmp_path: Path, receiver: Recei
         demo.server.stop()
 
 
+def counted(demo: Demo, name: str) -> float:
+    """A pipeline counter of the server's /metrics (`name` without `_total`)."""
+    text = httpx.get(f"{demo.url}/metrics").text
+    found = re.search(rf"^{name}_total (\S+)$", text, re.MULTILINE)
+    assert found is not None, f"{name}_total is not in /metrics"
+    return float(found.group(1))
+
+
+def test_metrics_count_answered_jobs_and_webhook_outcomes(demo: Demo, receiver: Receiver) -> None:
+    receiver.plan.append(Answer(500))  # the first attempt fails, its retry and the next succeed
+    set_webhook(demo, receiver.url)
+    ask(demo, CHATS[0], CHATS[1])
+    receiver.wait_for(2)
+    wait_until(lambda: counted(demo, "wagate_webhooks_delivered") == 2)
+    assert counted(demo, "wagate_avatar_jobs_answered") == 2
+    assert counted(demo, "wagate_webhook_attempts_failed") == 1
+    assert [r.answered for r in receiver.requests] == [500, 200, 200]
+    for untouched in (
+        "wagate_avatar_lookups_given_up",
+        "wagate_notifications_dead_lettered",
+        "wagate_dead_letters_deleted",
+    ):
+        assert counted(demo, untouched) == 0
+
+
 def test_dead_letters_are_deleted_after_their_own_retention_when_one_is_set(
     tmp_path: Path, receiver: Receiver, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -261,6 +287,10 @@ def test_dead_letters_are_deleted_after_their_own_retention_when_one_is_set(
         assert queued(demo, NotificationStatus.DEAD) == []
         assert queued(demo) == []
         assert len(receiver.requests) >= 1  # it was tried, and failed, before it died
+        assert counted(demo, "wagate_notifications_dead_lettered") == 1
+        assert counted(demo, "wagate_dead_letters_deleted") == 1
+        assert counted(demo, "wagate_webhook_attempts_failed") == len(receiver.requests)
+        assert counted(demo, "wagate_webhooks_delivered") == 0
     finally:
         demo.server.stop()
 

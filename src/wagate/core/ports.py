@@ -368,3 +368,50 @@ class WakeUps(Protocol):
         ...
 
     async def aclose(self) -> None: ...
+
+
+class PipelineEvents(Protocol):
+    """What the workers did, counted for `/metrics` (the HTTP edge counts its own requests).
+    Called on the workers' paths, so an implementation must be cheap and never raise."""
+
+    def avatar_jobs_answered(self, count: int) -> None:
+        """getAvatarAsync requests whose avatarInfo notification was queued."""
+        ...
+
+    def avatar_lookups_given_up(self, count: int) -> None:
+        """Lookups that failed inside wagate on every attempt, answered as timed out."""
+        ...
+
+    def webhook_delivered(self) -> None:
+        """A receiver accepted a webhook (2xx)."""
+        ...
+
+    def webhook_attempt_failed(self) -> None:
+        """A webhook attempt failed; a retry is scheduled."""
+        ...
+
+    def notifications_dead_lettered(self, count: int) -> None: ...
+
+    def dead_letters_deleted(self, count: int) -> None: ...
+
+
+class UncountedEvents:
+    """`PipelineEvents` for processes that serve no `/metrics` (the CLI, tests)."""
+
+    def avatar_jobs_answered(self, count: int) -> None:
+        pass
+
+    def avatar_lookups_given_up(self, count: int) -> None:
+        pass
+
+    def webhook_delivered(self) -> None:
+        pass
+
+    def webhook_attempt_failed(self) -> None:
+        pass
+
+    def notifications_dead_lettered(self, count: int) -> None:
+        pass
+
+    def dead_letters_deleted(self, count: int) -> None:
+        pass

@@ -34,7 +34,7 @@ def create_app(settings: Settings, *, resolver: Resolver = resolve_host) -> Fast
             # The CLI prints apiUrl from here, so both agree on how clients reach this server.
             await runtime.store.set_meta("public_url", runtime.public_url)
             app.state.runtime = runtime
-            async with run_workers(runtime):
+            async with run_workers(runtime, events=app.state.metrics):
                 yield
 
     app = FastAPI(

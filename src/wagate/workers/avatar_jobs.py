@@ -13,7 +13,7 @@ from wagate.core.errors import BadRequestData
 from wagate.core.failures import RepeatedFailure
 from wagate.core.instances import InstanceService
 from wagate.core.model import AvatarJob, AvatarLookup, AvatarStatus, ChatId, Instance
-from wagate.core.ports import Store, WakeUps
+from wagate.core.ports import PipelineEvents, Store, UncountedEvents, WakeUps
 from wagate.core.wakeups import wait_for_unheld
 from wagate.wire.chat_id import parse_chat_id
 from wagate.wire.notifications import AvatarInfoNotification, avatar_info_notification
@@ -66,6 +66,7 @@ class AvatarJobWorker:
         phone_digits: tuple[int, int],
         jobs_per_instance: int = JOBS_PER_INSTANCE,
         attempts_per_job: int = ATTEMPTS_PER_JOB,
+        events: PipelineEvents | None = None,
     ) -> None:
         self._store = store
         self._instances = instances
@@ -76,6 +77,7 @@ class AvatarJobWorker:
         self._phone_digits = phone_digits
         self._jobs_per_instance = jobs_per_instance
         self._attempts_per_job = attempts_per_job
+        self._events: PipelineEvents = events or UncountedEvents()
         # Longer than any batch can take, so a live worker never loses its claim: a batch's
         # lookups run concurrently, not one after another, and each is bounded by the avatar
         # timeout, so a batch takes about as long as its slowest lookup, not the sum of them.
@@ -184,6 +186,7 @@ class AvatarJobWorker:
             if gone:
                 logger.info("avatar jobs already completed elsewhere", extra={"jobs": gone})
             if len(gone) < len(jobs):
+                self._events.avatar_jobs_answered(len(jobs) - len(gone))
                 # From the instance cache: a webhook URL set elsewhere within its TTL is pushed
                 # at the dispatcher's next poll instead of at once.
                 pushed = instance.settings.push_mode
@@ -265,6 +268,7 @@ class AvatarJobWorker:
                     },
                 )
                 lookups.append(AvatarLookup(AvatarStatus.TIMED_OUT))
+                self._events.avatar_lookups_given_up(1)
             else:
                 lookups.extend(outcome)
         return lookups

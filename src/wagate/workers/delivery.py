@@ -18,7 +18,7 @@ from datetime import UTC, datetime, timedelta
 from wagate.core.failures import RepeatedFailure
 from wagate.core.instances import InstanceService
 from wagate.core.model import Instance, Notification
-from wagate.core.ports import Store, WakeUps, WebhookSender
+from wagate.core.ports import PipelineEvents, Store, UncountedEvents, WakeUps, WebhookSender
 from wagate.core.retry import next_delay_s
 from wagate.core.wakeups import wait_for_unheld
 from wagate.wire.standard_webhooks import webhook_headers
@@ -45,6 +45,7 @@ class PushDispatcher:
         linger_s: float = LINGER_S,
         clock: Callable[[], float] = time.monotonic,
         ids_commit_in_order: bool = False,
+        events: PipelineEvents | None = None,
     ) -> None:
         """`ids_commit_in_order`: no notification is ever committed with a receipt id below
         one already visible (SQLite, where one writer at a time assigns them), so a lane's next
@@ -64,6 +65,7 @@ class PushDispatcher:
         self._lease = timedelta(seconds=max(10.0, timeout_s * 2 + 5))
         self._lanes: dict[int, asyncio.Task[None]] = {}
         self._ids_commit_in_order = ids_commit_in_order
+        self._events: PipelineEvents = events or UncountedEvents()
         self._claim_failures = RepeatedFailure(logger, "claiming push lanes", "claim")
         self._due_failures = RepeatedFailure(logger, "reading the next retry time", "due")
 
@@ -268,7 +270,9 @@ class PushDispatcher:
             instance.settings.webhook_url, headers, body, lane=str(instance.id)
         )
         if attempt.is_delivered:
+            self._events.webhook_delivered()
             return True
+        self._events.webhook_attempt_failed()
         failures = notification.attempts + 1
         delay_s = next_delay_s(failures, self._max_interval_s, attempt.retry_after)
         await self._store.record_delivery_failure(

@@ -9,6 +9,7 @@ from datetime import timedelta
 
 from wagate.core.failures import RepeatedFailure
 from wagate.core.notifications import NotificationService
+from wagate.core.ports import PipelineEvents, UncountedEvents
 
 logger = logging.getLogger(__name__)
 
@@ -22,8 +23,10 @@ class RetentionWorker:
         notifications: NotificationService,
         retention_s: float,
         dead_letter_retention_s: float = 0.0,
+        events: PipelineEvents | None = None,
     ) -> None:
         self._notifications = notifications
+        self._events: PipelineEvents = events or UncountedEvents()
         self._retention = timedelta(seconds=retention_s)
         self._dead_letter_retention = (
             timedelta(seconds=dead_letter_retention_s) if dead_letter_retention_s > 0 else None
@@ -46,6 +49,7 @@ class RetentionWorker:
     async def _pass(self) -> None:
         moved = await self._notifications.dead_letter_expired(self._retention)
         if moved:
+            self._events.notifications_dead_lettered(moved)
             logger.warning(
                 "notifications dead-lettered after retention",
                 extra={"action": "dead_lettered", "count": moved},
@@ -53,6 +57,7 @@ class RetentionWorker:
         if self._dead_letter_retention is not None:
             deleted = await self._notifications.delete_old_dead_letters(self._dead_letter_retention)
             if deleted:
+                self._events.dead_letters_deleted(deleted)
                 logger.info(
                     "dead letters deleted after their retention",
                     extra={"action": "dead_letters_deleted", "count": deleted},
