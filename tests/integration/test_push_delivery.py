@@ -233,11 +233,11 @@ def test_dead_letter_after_retention_then_replay(tmp_path: Path, receiver: Recei
         demo.server.stop()
 
 
-def counted(demo: Demo, name: str) -> float:
-    """A pipeline counter of the server's /metrics (`name` without `_total`)."""
+def counted(demo: Demo, name: str, suffix: str = "_total") -> float:
+    """A pipeline figure of the server's /metrics (a counter's `name` without `_total`)."""
     text = httpx.get(f"{demo.url}/metrics").text
-    found = re.search(rf"^{name}_total (\S+)$", text, re.MULTILINE)
-    assert found is not None, f"{name}_total is not in /metrics"
+    found = re.search(rf"^{name}{suffix} (\S+)$", text, re.MULTILINE)
+    assert found is not None, f"{name}{suffix} is not in /metrics"
     return float(found.group(1))
 
 
@@ -248,6 +248,7 @@ def test_metrics_count_answered_jobs_and_webhook_outcomes(demo: Demo, receiver: 
     receiver.wait_for(2)
     wait_until(lambda: counted(demo, "wagate_webhooks_delivered") == 2)
     assert counted(demo, "wagate_avatar_jobs_answered") == 2
+    assert counted(demo, "wagate_avatar_jobs_pending", suffix="") == 0
     assert counted(demo, "wagate_webhook_attempts_failed") == 1
     assert [r.answered for r in receiver.requests] == [500, 200, 200]
     for untouched in (
@@ -256,6 +257,17 @@ def test_metrics_count_answered_jobs_and_webhook_outcomes(demo: Demo, receiver: 
         "wagate_dead_letters_deleted",
     ):
         assert counted(demo, untouched) == 0
+
+
+def test_metrics_show_the_avatar_jobs_still_pending(tmp_path: Path) -> None:
+    # The demo world's timeout fault holds its lookup for the whole avatar timeout.
+    demo = start_demo(make_settings(tmp_path, avatar_timeout_s=30.0))
+    try:
+        assert counted(demo, "wagate_avatar_jobs_pending", suffix="") == 0
+        ask(demo, "11009999999@c.us", CHATS[0])
+        assert counted(demo, "wagate_avatar_jobs_pending", suffix="") == 2
+    finally:
+        demo.server.stop()
 
 
 def test_dead_letters_are_deleted_after_their_own_retention_when_one_is_set(

@@ -4,7 +4,7 @@ nodes, sum them over the nodes."""
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
 
 class Metrics:
@@ -45,6 +45,16 @@ class Metrics:
             "wagate_dead_letters_deleted",
             "Dead letters deleted after WAGATE_DEAD_LETTER_RETENTION",
         )
+
+        self._jobs_pending = Gauge(
+            "wagate_avatar_jobs_pending",
+            "Acknowledged getAvatarAsync requests not yet answered, in the whole database"
+            " (read at each scrape)",
+            registry=self.registry,
+        )
+
+    def set_avatar_jobs_pending(self, count: int) -> None:
+        self._jobs_pending.set(count)
 
     def _counter(self, name: str, documentation: str) -> Counter:
         return Counter(name, documentation, registry=self.registry)

@@ -65,6 +65,9 @@ async def health(runtime: RuntimeDep) -> Response:
 
 
 @router.get("/metrics", summary="Prometheus metrics")
-async def metrics(request: Request) -> Response:
+async def metrics(request: Request, runtime: RuntimeDep) -> Response:
+    # Read at each scrape: the job table holds only the backlog, so the count stays cheap
+    # (unlike the notification queues, which may hold millions).
+    request.app.state.metrics.set_avatar_jobs_pending(await runtime.store.count_avatar_jobs())
     data: bytes = request.app.state.metrics.render()
     return Response(data, media_type="text/plain; version=0.0.4; charset=utf-8")
