@@ -23,6 +23,7 @@ from tests.integration.conftest import (
 )
 from tests.support.live_server import LiveServer
 from tests.support.receiver import Answer, Receiver
+from wagate.core.errors import WagateError
 from wagate.core.model import InstanceSettings, NotificationStatus
 from wagate.engines.sandbox_demo import DEMO_PHONE
 
@@ -268,6 +269,19 @@ def test_metrics_show_the_avatar_jobs_still_pending(tmp_path: Path) -> None:
         assert counted(demo, "wagate_avatar_jobs_pending", suffix="") == 2
     finally:
         demo.server.stop()
+
+
+def test_metrics_are_served_while_the_database_is_away(
+    demo: Demo, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async def unreachable(instance_id: int | None = None) -> int:
+        raise WagateError("database error (OperationalError)")
+
+    monkeypatch.setattr(demo.server.runtime.store, "count_avatar_jobs", unreachable)
+    answer = httpx.get(f"{demo.url}/metrics")
+    assert answer.status_code == 200
+    assert re.search(r"^wagate_avatar_jobs_pending NaN$", answer.text, re.MULTILINE)
+    assert counted(demo, "wagate_avatar_jobs_answered") == 0
 
 
 def test_dead_letters_are_deleted_after_their_own_retention_when_one_is_set(

@@ -53,7 +53,7 @@ class Metrics:
             registry=self.registry,
         )
 
-    def set_avatar_jobs_pending(self, count: int) -> None:
+    def set_avatar_jobs_pending(self, count: float) -> None:
         self._jobs_pending.set(count)
 
     def _counter(self, name: str, documentation: str) -> Counter:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Header, Path, Request, Response
@@ -67,7 +68,12 @@ async def health(runtime: RuntimeDep) -> Response:
 @router.get("/metrics", summary="Prometheus metrics")
 async def metrics(request: Request, runtime: RuntimeDep) -> Response:
     # Read at each scrape: the job table holds only the backlog, so the count stays cheap
-    # (unlike the notification queues, which may hold millions).
-    request.app.state.metrics.set_avatar_jobs_pending(await runtime.store.count_avatar_jobs())
+    # (unlike the notification queues, which may hold millions). With the database away the
+    # other figures matter most, so they are still served, the count as NaN (/health fails).
+    try:
+        pending = float(await runtime.store.count_avatar_jobs())
+    except Exception:
+        pending = math.nan
+    request.app.state.metrics.set_avatar_jobs_pending(pending)
     data: bytes = request.app.state.metrics.render()
     return Response(data, media_type="text/plain; version=0.0.4; charset=utf-8")
