@@ -15,6 +15,7 @@ from types import FrameType
 from typing import Any, TypeVar
 
 import click
+from sqlalchemy.engine import make_url
 from sqlalchemy.exc import SQLAlchemyError
 
 from wagate import __version__
@@ -81,13 +82,33 @@ def _run(coro: Coroutine[Any, Any, T]) -> T:
 
 
 def _with_runtime(
-    settings: Settings, action: Callable[[Runtime], Coroutine[Any, Any, T]]
+    settings: Settings,
+    action: Callable[[Runtime], Coroutine[Any, Any, T]],
+    *,
+    may_create: bool = False,
 ) -> Coroutine[Any, Any, T]:
+    """`action` on an opened runtime. Only commands that set wagate up (`may_create`) may
+    create a SQLite database: another command run from the wrong directory, or with a
+    mistyped path, would otherwise make an empty one there and report no instances."""
+
     async def run() -> T:
+        if not may_create:
+            _require_sqlite_file(settings)
         async with open_runtime(settings) as runtime:
             return await action(runtime)
 
     return run()
+
+
+def _require_sqlite_file(settings: Settings) -> None:
+    if not settings.is_sqlite:
+        return
+    path = Path(make_url(settings.effective_database_url).database or "")
+    if not path.is_file():
+        raise WagateError(
+            f"no wagate database at {path}: give the --data-dir (or --database-url) of a"
+            " server, or start `wagate serve` or `wagate migrate` there first"
+        )
 
 
 def _credentials(runtime: Runtime, instance: Instance) -> dict[str, Any]:
@@ -210,7 +231,7 @@ def serve(
         pin_process(settings.cpu_affinity, is_sqlite=settings.is_sqlite)
     except AffinityError as exc:
         raise click.BadParameter(str(exc), param_hint=affinity_hint) from exc
-    _run(_with_runtime(settings, functools.partial(_prepare_serve, demo=demo)))
+    _run(_with_runtime(settings, functools.partial(_prepare_serve, demo=demo), may_create=True))
     app = create_app(settings)
     _tune_garbage_collector()
     # What start-up logged (the CPU pinned, migrations) is out before a request can be served.
@@ -320,7 +341,7 @@ def migrate(data_dir: Path, database_url: str | None) -> None:
     async def action(runtime: Runtime) -> None:
         click.echo("database is up to date")
 
-    _run(_with_runtime(settings, action))
+    _run(_with_runtime(settings, action, may_create=True))
 
 
 # -- instance -------------------------------------------------------------------------------
@@ -354,7 +375,7 @@ def instance_create(
     async def action(runtime: Runtime) -> dict[str, Any]:
         return _credentials(runtime, await runtime.instances.create(phone=phone, engine=engine))
 
-    created = _run(_with_runtime(settings, action))
+    created = _run(_with_runtime(settings, action, may_create=True))
     if as_json:
         _echo_json(created)
     else:
@@ -508,7 +529,7 @@ def sandbox_load(world: Path, data_dir: Path, database_url: str | None) -> None:
             world, runtime.store, runtime.images, runtime.settings.phone_digits
         )
 
-    summary: WorldSummary = _run(_with_runtime(settings, action))
+    summary: WorldSummary = _run(_with_runtime(settings, action, may_create=True))
     click.echo(
         f"loaded {world} (merged): accounts {summary.accounts}, groups {summary.groups},"
         f" faults {summary.faults}, distinct avatar images {summary.images}"

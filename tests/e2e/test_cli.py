@@ -256,3 +256,26 @@ def test_serve_with_phone_digits_the_demo_cannot_use_stops_naming_no_demo(tmp_pa
         " not allow: start with --no-demo"
     )
     assert not (data_dir / "demo-world").exists()  # stopped before writing anything of it
+
+
+def test_commands_that_only_read_or_change_need_an_existing_database(tmp_path: Path) -> None:
+    """Run from the wrong directory (or with a mistyped path), `instance list` used to create
+    an empty database there and answer "no instances"."""
+    missing = tmp_path / "elsewhere"
+    for args in (
+        ("instance", "list"),
+        ("instance", "show", "1101000001"),
+        ("notifications", "list", "1101000001"),
+        ("notifications", "replay", "1101000001"),
+    ):
+        result = run_cli(missing, *args, check=False)
+        assert result.returncode == 1, (args, result.stdout, result.stderr)
+        assert result.stderr.strip() == (
+            f"error: no wagate database at {missing / 'wagate.sqlite3'}: give the --data-dir"
+            " (or --database-url) of a server, or start `wagate serve` or `wagate migrate`"
+            " there first"
+        )
+    assert not missing.exists()
+    # The commands that set wagate up create it.
+    created = cli_json(missing, "instance", "create", "--json")
+    assert cli_json(missing, "instance", "list", "--json")[0]["idInstance"] == created["idInstance"]
