@@ -465,7 +465,8 @@ def instance_delete(instance_id: int, data_dir: Path, database_url: str | None) 
 def instance_rotate_token(
     instance_id: int, as_json: bool, data_dir: Path, database_url: str | None
 ) -> None:
-    """Issue a new apiTokenInstance; the old one stops working at once."""
+    """Issue a new apiTokenInstance; the old one stops working (on a running server within
+    WAGATE_POLL_INTERVAL, the time it caches an instance)."""
     settings = _settings(data_dir=data_dir, database_url=database_url)
 
     async def action(runtime: Runtime) -> dict[str, Any]:
