@@ -195,19 +195,21 @@ def test_a_slow_receiver_does_not_hold_up_other_instances(
         slow.stop()
 
 
-def test_dead_letter_after_retention_then_replay(tmp_path: Path, receiver: Receiver) -> None:
+def ask_a_failing_receiver(tmp_path: Path, receiver: Receiver, **retention: float) -> Demo:
+    """A server with these retention settings whose one notification goes to a receiver that
+    answers 500 to everything."""
     demo = start_demo(
-        make_settings(
-            tmp_path,
-            notification_retention_s=1.0,
-            webhook_max_interval_s=0.2,
-            rate_limits_enabled=False,
-        )
+        make_settings(tmp_path, webhook_max_interval_s=0.2, rate_limits_enabled=False, **retention)
     )
+    receiver.default = Answer(500)
+    set_webhook(demo, receiver.url)
+    ask(demo, CHATS[0])
+    return demo
+
+
+def test_dead_letter_after_retention_then_replay(tmp_path: Path, receiver: Receiver) -> None:
+    demo = ask_a_failing_receiver(tmp_path, receiver, notification_retention_s=1.0)
     try:
-        receiver.default = Answer(500)
-        set_webhook(demo, receiver.url)
-        ask(demo, CHATS[0])
         wait_until(lambda: bool(queued(demo, NotificationStatus.DEAD)))
         admin = {"Authorization": f"Bearer {PARTNER_TOKEN}"}
         listing = httpx.get(
@@ -288,19 +290,10 @@ def test_dead_letters_are_deleted_after_their_own_retention_when_one_is_set(
     tmp_path: Path, receiver: Receiver, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.INFO, "wagate.workers.retention")
-    demo = start_demo(
-        make_settings(
-            tmp_path,
-            notification_retention_s=0.5,
-            dead_letter_retention_s=1.0,
-            webhook_max_interval_s=0.2,
-            rate_limits_enabled=False,
-        )
+    demo = ask_a_failing_receiver(
+        tmp_path, receiver, notification_retention_s=0.5, dead_letter_retention_s=1.0
     )
     try:
-        receiver.default = Answer(500)
-        set_webhook(demo, receiver.url)
-        ask(demo, CHATS[0])
 
         def said(message: str) -> list[logging.LogRecord]:
             return [r for r in caplog.records if r.getMessage() == message]
