@@ -42,6 +42,8 @@ from wagate.workers.webhook_sender import HttpWebhookSender, Resolver, resolve_h
 logger = logging.getLogger(__name__)
 
 PARTNER_TOKEN_FILE = "partner-token"  # noqa: S105 - a file name, not a secret
+# The avatar images' directory in the data directory (SQLite; PostgreSQL keeps them in tables).
+AVATARS_DIR = "avatars"
 # Notifications read ahead per polled instance on SQLite: one read serves this many receives.
 _POLL_PREFETCH = 16
 
@@ -152,7 +154,7 @@ async def open_runtime(
 def _image_store(settings: Settings, store: SqlStore) -> ImageStore:
     # Several nodes on PostgreSQL may run on several hosts: keep images where they all look.
     if settings.is_sqlite:
-        return FileImageStore(settings.data_dir / "avatars")
+        return FileImageStore(settings.data_dir / AVATARS_DIR)
     return SqlImageStore(*store.engines)
 
 

@@ -19,14 +19,15 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import SQLAlchemyError
 
 from wagate import __version__
-from wagate.bootstrap import Runtime, open_runtime
-from wagate.config import ConfigError, Settings, settings_from_env
+from wagate.bootstrap import AVATARS_DIR, PARTNER_TOKEN_FILE, Runtime, open_runtime
+from wagate.config import DATABASE_FILE, ConfigError, Settings, settings_from_env
 from wagate.core.errors import WagateError
 from wagate.core.model import Instance, InstanceState, NotificationStatus
 from wagate.cpu_affinity import AffinityError, parse_cpu_affinity, pin_process
 from wagate.engines.sandbox_demo import DEMO_PHONE, write_demo_world
 from wagate.engines.sandbox_world import WorldSummary, load_world_file
 from wagate.log_output import server_log_output
+from wagate.stores.backup import back_up_sqlite
 
 T = TypeVar("T")
 F = TypeVar("F", bound=Callable[..., Any])
@@ -342,6 +343,47 @@ def migrate(data_dir: Path, database_url: str | None) -> None:
         click.echo("database is up to date")
 
     _run(_with_runtime(settings, action, may_create=True))
+
+
+@main.command()
+@click.argument("destination", type=click.Path(path_type=Path))
+@_storage_options
+def backup(destination: Path, data_dir: Path, database_url: str | None) -> None:
+    """Copy a SQLite data directory to DESTINATION (a new or empty directory), consistently,
+    while a server may run on it: the database by SQLite's VACUUM INTO, then the avatar images
+    and a generated partner token. To restore, stop the server and start it with
+    --data-dir DESTINATION. On PostgreSQL use pg_dump: everything is in the database."""
+    settings = _settings(data_dir=data_dir, database_url=database_url)
+    if not settings.is_sqlite:
+        raise click.UsageError(
+            "wagate backup copies a SQLite data directory; on PostgreSQL use pg_dump"
+            " (avatar images are in the database too)"
+        )
+    if destination.exists() and (not destination.is_dir() or any(destination.iterdir())):
+        raise click.UsageError(f"{destination} exists and is not an empty directory")
+
+    async def copy() -> None:
+        _require_sqlite_file(settings)
+        database = Path(make_url(settings.effective_database_url).database or "")
+        await asyncio.to_thread(
+            back_up_sqlite,
+            database,
+            destination / DATABASE_FILE,
+            [
+                (settings.data_dir / AVATARS_DIR, destination / AVATARS_DIR),
+                (settings.data_dir / PARTNER_TOKEN_FILE, destination / PARTNER_TOKEN_FILE),
+            ],
+        )
+
+    _run(copy())
+    images = destination / AVATARS_DIR
+    count = sum(1 for _ in images.iterdir()) if images.is_dir() else 0
+    token = "with" if (destination / PARTNER_TOKEN_FILE).exists() else "without"
+    size = (destination / DATABASE_FILE).stat().st_size
+    click.echo(
+        f"backed up to {destination}: database {size:,} bytes, {count} avatar images,"
+        f" {token} a partner token file"
+    )
 
 
 # -- instance -------------------------------------------------------------------------------

@@ -15,6 +15,10 @@ from wagate.cpu_affinity import AUTO, CpuAffinity, parse_cpu_affinity
 IpNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 
+# The SQLite database's name in the data directory.
+DATABASE_FILE = "wagate.sqlite3"
+
+
 class ConfigError(ValueError):
     """A setting has a value wagate cannot use."""
 
@@ -57,7 +61,7 @@ class Settings:
     def effective_database_url(self) -> str:
         if self.database_url:
             return self.database_url
-        return f"sqlite:///{(self.data_dir / 'wagate.sqlite3').resolve()}"
+        return f"sqlite:///{(self.data_dir / DATABASE_FILE).resolve()}"
 
     @property
     def effective_public_url(self) -> str:

@@ -1,10 +1,9 @@
-"""The SQLite backup procedure of docs/deployment.md ("Backups"): `VACUUM INTO` while the server
-takes getAvatarAsync requests, then the images and the partner token; a server started on the
-restored directory answers every request the copy holds, with working avatar links."""
+"""`wagate backup` (docs/deployment.md, "Backups") while the server takes getAvatarAsync
+requests: the copy is one consistent snapshot, and a server started on it answers every request
+it holds, with working avatar links."""
 
 from __future__ import annotations
 
-import shutil
 import sqlite3
 import threading
 from pathlib import Path
@@ -20,7 +19,7 @@ pytestmark = pytest.mark.slow
 BOB = "11001234568@c.us"  # the demo world's visible avatar
 
 
-def test_a_vacuum_into_copy_taken_under_load_restores_to_a_working_server(
+def test_a_backup_taken_under_load_restores_to_a_working_server(
     wagate_server: WagateProcess, tmp_path: Path
 ) -> None:
     wagate_server.start(WAGATE_RATE_LIMITS="off")
@@ -46,25 +45,24 @@ def test_a_vacuum_into_copy_taken_under_load_restores_to_a_working_server(
 
     asking = threading.Thread(target=keep_asking)
     asking.start()
-    backup = tmp_path / "backup"
-    backup.mkdir()
+    backup = tmp_path / "backup"  # created by the command
     try:
         assert first_ones.wait(30)
         before = acknowledged
-        # The documented command, through Python's sqlite3 as the docs' second form.
-        source = sqlite3.connect(data_dir / "wagate.sqlite3")
-        try:
-            source.execute(f"VACUUM INTO '{backup / 'wagate.sqlite3'}'")
-        finally:
-            source.close()
-        shutil.copytree(data_dir / "avatars", backup / "avatars")
-        if (data_dir / "partner-token").exists():  # generated only without WAGATE_PARTNER_TOKEN
-            shutil.copy2(data_dir / "partner-token", backup / "partner-token")
+        done = run_cli(data_dir, "backup", str(backup))
     finally:
         stop.set()
         asking.join(30)
     after = acknowledged
     wagate_server.stop()
+    images = sorted(path.name for path in (data_dir / "avatars").iterdir())
+    assert sorted(path.name for path in (backup / "avatars").iterdir()) == images
+    assert not (backup / "partner-token").exists()  # this server's token came from the env
+    size = (backup / "wagate.sqlite3").stat().st_size
+    assert done.stdout == (
+        f"backed up to {backup}: database {size:,} bytes, {len(images)} avatar images,"
+        " without a partner token file\n"
+    )
 
     copy = sqlite3.connect(backup / "wagate.sqlite3")
     try:
@@ -79,7 +77,7 @@ def test_a_vacuum_into_copy_taken_under_load_restores_to_a_working_server(
     assert before <= held <= after
 
     restored = WagateProcess(backup, tmp_path / "restored-serve.log")
-    restored.start()
+    restored.start(WAGATE_RATE_LIMITS="off")
     try:
         base = f"{restored.url}/waInstance{instance_id}"
         links: set[str] = set()
@@ -103,3 +101,31 @@ def test_a_vacuum_into_copy_taken_under_load_restores_to_a_working_server(
     finally:
         restored.kill()
         print(f"----- restored server output -----\n{restored.log()}")
+
+
+def test_backup_refuses_a_destination_in_use_postgresql_and_a_missing_database(
+    tmp_path: Path,
+) -> None:
+    used = tmp_path / "used"
+    used.mkdir()
+    (used / "keep.txt").write_text("mine")
+    refused = run_cli(tmp_path / "data", "backup", str(used), check=False)
+    assert refused.returncode == 2
+    assert f"{used} exists and is not an empty directory" in refused.stderr
+    assert [path.name for path in used.iterdir()] == ["keep.txt"]
+
+    missing = run_cli(tmp_path / "data", "backup", str(tmp_path / "new"), check=False)
+    assert missing.returncode == 1
+    assert missing.stderr.startswith("error: no wagate database at ")
+    assert not (tmp_path / "new").exists() and not (tmp_path / "data").exists()
+
+    postgres = run_cli(
+        tmp_path / "data",
+        "backup",
+        str(tmp_path / "new"),
+        "--database-url",
+        "postgresql://wagate@127.0.0.1/wagate",
+        check=False,
+    )
+    assert postgres.returncode == 2
+    assert "on PostgreSQL use pg_dump" in postgres.stderr
