@@ -10,8 +10,10 @@ from pathlib import Path
 
 import httpx
 import pytest
+from click.testing import CliRunner, Result
 
 from tests.e2e.conftest import WagateProcess, cli_json, run_cli
+from wagate.cli import main
 from wagate.engines.sandbox_demo import write_demo_world
 
 pytestmark = pytest.mark.slow
@@ -106,26 +108,22 @@ def test_a_backup_taken_under_load_restores_to_a_working_server(
 def test_backup_refuses_a_destination_in_use_postgresql_and_a_missing_database(
     tmp_path: Path,
 ) -> None:
+    def backup(*args: str) -> Result:
+        return CliRunner().invoke(main, ["backup", *args, "--data-dir", str(tmp_path / "data")])
+
     used = tmp_path / "used"
     used.mkdir()
     (used / "keep.txt").write_text("mine")
-    refused = run_cli(tmp_path / "data", "backup", str(used), check=False)
-    assert refused.returncode == 2
+    refused = backup(str(used))
+    assert refused.exit_code == 2
     assert f"{used} exists and is not an empty directory" in refused.stderr
     assert [path.name for path in used.iterdir()] == ["keep.txt"]
 
-    missing = run_cli(tmp_path / "data", "backup", str(tmp_path / "new"), check=False)
-    assert missing.returncode == 1
+    missing = backup(str(tmp_path / "new"))
+    assert missing.exit_code == 1
     assert missing.stderr.startswith("error: no wagate database at ")
     assert not (tmp_path / "new").exists() and not (tmp_path / "data").exists()
 
-    postgres = run_cli(
-        tmp_path / "data",
-        "backup",
-        str(tmp_path / "new"),
-        "--database-url",
-        "postgresql://wagate@127.0.0.1/wagate",
-        check=False,
-    )
-    assert postgres.returncode == 2
+    postgres = backup(str(tmp_path / "new"), "--database-url", "postgresql://wagate@127.0.0.1/x")
+    assert postgres.exit_code == 2
     assert "on PostgreSQL use pg_dump" in postgres.stderr

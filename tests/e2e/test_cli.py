@@ -262,14 +262,14 @@ def test_commands_that_only_read_or_change_need_an_existing_database(tmp_path: P
     """Run from the wrong directory (or with a mistyped path), `instance list` used to create
     an empty database there and answer "no instances"."""
     missing = tmp_path / "elsewhere"
+    cli = Cli(missing)
     for args in (
         ("instance", "list"),
         ("instance", "show", "1101000001"),
         ("notifications", "list", "1101000001"),
         ("notifications", "replay", "1101000001"),
     ):
-        result = run_cli(missing, *args, check=False)
-        assert result.returncode == 1, (args, result.stdout, result.stderr)
+        result = cli(*args, exit_code=1)
         assert result.stderr.strip() == (
             f"error: no wagate database at {missing / 'wagate.sqlite3'}: give the --data-dir"
             " (or --database-url) of a server, or start `wagate serve` or `wagate migrate`"
@@ -277,5 +277,5 @@ def test_commands_that_only_read_or_change_need_an_existing_database(tmp_path: P
         )
     assert not missing.exists()
     # The commands that set wagate up create it.
-    created = cli_json(missing, "instance", "create", "--json")
-    assert cli_json(missing, "instance", "list", "--json")[0]["idInstance"] == created["idInstance"]
+    created = cli.json("instance", "create", "--json")
+    assert cli.json("instance", "list", "--json")[0]["idInstance"] == created["idInstance"]
