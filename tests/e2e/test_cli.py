@@ -154,7 +154,7 @@ def test_help_names_the_environment_variables() -> None:
     top = subprocess.run(
         [wagate_executable(), "--help"], capture_output=True, text=True, timeout=60, check=True
     ).stdout
-    for command in ("serve", "migrate", "instance", "sandbox", "notifications"):
+    for command in ("serve", "migrate", "backup", "instance", "sandbox", "notifications"):
         assert re.search(rf"^\s+{command}\b", top, re.MULTILINE), command
 
     serve = subprocess.run(
