@@ -280,6 +280,51 @@ async def test_switching_to_push_writes_the_deferred_deletes_first(
     assert counting.batch_deletes == 1
 
 
+class WaitingWakeUps(LocalWakeUps):
+    """Sets `waiting` when a long poll starts waiting for a notification."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.waiting = asyncio.Event()
+
+    async def wait_notification(self, *args: Any, **kwargs: Any) -> None:
+        self.waiting.set()
+        await super().wait_notification(*args, **kwargs)
+
+
+@pytest.mark.parametrize("prefetch", [1, 8], ids=["postgresql-style", "window"])
+async def test_a_switch_to_push_ends_the_long_polls_waiting_on_the_instance(
+    store: Store, opened: list[NotificationService], prefetch: int
+) -> None:
+    """Their lane now delivers the queue: a head handed out to a poll would arrive twice."""
+    instance = make_instance()
+    await store.create_instance(instance)
+    wakeups = WaitingWakeUps()
+    service = NotificationService(store, wakeups, 60.0, prefetch=prefetch)
+    opened.append(service)
+    settings = SettingsService(
+        InstanceService(store, cache_ttl_s=60.0),
+        service,
+        AnySender(),  # type: ignore[arg-type]  # only check_url is called
+        wakeups,
+    )
+    poll = asyncio.create_task(service.receive(instance, 30))
+    await asyncio.wait_for(wakeups.waiting.wait(), 5)
+    await settings.change(instance, InstanceSettings(webhook_url="http://127.0.0.1:9/hook"))
+    with pytest.raises(PushModeActive):
+        await asyncio.wait_for(poll, 5)
+
+    # Switched back to polling, a new poll waits and is answered as before.
+    await settings.change(instance, InstanceSettings())
+    wakeups.waiting.clear()
+    poll = asyncio.create_task(service.receive(instance, 30))
+    await asyncio.wait_for(wakeups.waiting.wait(), 5)
+    [receipt_id] = await queue(store, instance.id, 1)
+    await wakeups.notification_added(instance.id)
+    head = await asyncio.wait_for(poll, 5)
+    assert head is not None and head.receipt_id == receipt_id
+
+
 async def test_a_failed_write_does_not_fail_the_switch_to_push(
     store: Store, setup: Setup, caplog: pytest.LogCaptureFixture
 ) -> None:

@@ -36,8 +36,9 @@ class SettingsService:
             await self.vet_new(settings)
         updated = await self._instances.set_settings(instance.id, settings)
         if url != instance.settings.webhook_url:
-            # Pushing takes notifications off the queue behind the polling window's back.
-            self._notifications.forget(instance.id)
+            # Pushing takes notifications off the queue behind the polling window's back, and
+            # the long polls waiting on it stop when woken below.
+            self._notifications.webhook_url_changed(instance.id, pushing=settings.push_mode)
             # A lane must not push what the client deleted from its window. The settings are
             # saved already: if that write fails, it is retried, and a lane may push some of
             # those meanwhile (at least once), so the change is not reported as failed.
