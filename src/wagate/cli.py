@@ -15,7 +15,6 @@ from types import FrameType
 from typing import Any, TypeVar
 
 import click
-from sqlalchemy.engine import make_url
 from sqlalchemy.exc import SQLAlchemyError
 
 from wagate import __version__
@@ -27,6 +26,7 @@ from wagate.cpu_affinity import AffinityError, parse_cpu_affinity, pin_process
 from wagate.engines.sandbox_demo import DEMO_PHONE, write_demo_world
 from wagate.engines.sandbox_world import WorldSummary, load_world_file
 from wagate.log_output import server_log_output
+from wagate.stores import sqlite_file
 from wagate.stores.backup import back_up_sqlite
 
 T = TypeVar("T")
@@ -101,15 +101,15 @@ def _with_runtime(
     return run()
 
 
-def _require_sqlite_file(settings: Settings) -> None:
-    if not settings.is_sqlite:
-        return
-    path = Path(make_url(settings.effective_database_url).database or "")
-    if not path.is_file():
+def _require_sqlite_file(settings: Settings) -> Path | None:
+    """The SQLite database file, which must exist (None on PostgreSQL)."""
+    path = sqlite_file(settings.effective_database_url)
+    if path is not None and not path.is_file():
         raise WagateError(
             f"no wagate database at {path}: give the --data-dir (or --database-url) of a"
             " server, or start `wagate serve` or `wagate migrate` there first"
         )
+    return path
 
 
 def _credentials(runtime: Runtime, instance: Instance) -> dict[str, Any]:
@@ -363,8 +363,8 @@ def backup(destination: Path, data_dir: Path, database_url: str | None) -> None:
         raise click.UsageError(f"{destination} exists and is not an empty directory")
 
     async def copy() -> None:
-        _require_sqlite_file(settings)
-        database = Path(make_url(settings.effective_database_url).database or "")
+        database = _require_sqlite_file(settings)
+        assert database is not None  # checked above: SQLite only
         await asyncio.to_thread(
             back_up_sqlite,
             database,

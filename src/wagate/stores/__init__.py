@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
+from wagate.stores._connect import sqlite_file
 from wagate.stores.migrate import migrate
 from wagate.stores.sql import SqlStore, open_store
 
-__all__ = ["SqlStore", "migrate", "open_store"]
+__all__ = ["SqlStore", "migrate", "open_store", "sqlite_file"]

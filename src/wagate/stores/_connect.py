@@ -42,6 +42,11 @@ def sqlite_path(url: URL) -> Path | None:
     return Path(url.database or "")
 
 
+def sqlite_file(database_url: str) -> Path | None:
+    """`sqlite_path` of a database URL as settings hold it."""
+    return sqlite_path(sync_url(database_url))
+
+
 def _ensure_wal(cursor: Any) -> None:
     """WAL lets readers run while one writer commits. The mode is stored in the file, so only
     the first connection ever changes it; switching needs a lock that SQLite does not wait for
