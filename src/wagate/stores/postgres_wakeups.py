@@ -20,7 +20,6 @@ import asyncio
 import contextlib
 import logging
 import secrets
-import time
 from collections import Counter
 from collections.abc import Set
 from types import TracebackType
@@ -71,6 +70,13 @@ class PostgresWakeUps:
             raise ValueError("PostgresWakeUps needs a PostgreSQL URL")
         self._conninfo = url.set(drivername="postgresql").render_as_string(hide_password=False)
         self._where = _describe(url)
+        self._notify_failures = RepeatedFailure(
+            logger,
+            f"sending wake-ups on {self._where} (other nodes poll meanwhile)",
+            "wakeups_notify_failed",
+            every_s=_WARNING_INTERVAL_S,
+            traceback=False,
+        )
         self._listen_failures = RepeatedFailure(
             logger,
             f"the wake-up listener on {self._where}",
@@ -90,7 +96,6 @@ class PostgresWakeUps:
         self._queued: dict[str, None] = {}
         self._queued_sent: asyncio.Future[None] | None = None
         self._sending: asyncio.Task[None] | None = None
-        self._last_warning = -_WARNING_INTERVAL_S
         self._closed = False
 
     async def __aenter__(self) -> PostgresWakeUps:
@@ -220,6 +225,7 @@ class PostgresWakeUps:
                         "SELECT pg_notify(%s, payload) FROM unnest(%s::text[]) AS payload",
                         (self._channel, payloads),
                     )
+                self._notify_failures.succeeded()
                 return
             except (psycopg.Error, OSError, TimeoutError) as exc:
                 # A failed or timed-out statement leaves the connection in an unknown state.
@@ -229,7 +235,7 @@ class PostgresWakeUps:
                 # timeout, a proxy): that costs one fresh connection, not the wake-up.
                 if attempt == 1 and reused and isinstance(exc, psycopg.OperationalError):
                     continue
-                self._warn("wake-up NOTIFY failed; other nodes fall back to polling", exc)
+                self._notify_failures.failed()
                 return
 
     # -- listening ---------------------------------------------------------------------------
@@ -294,20 +300,6 @@ class PostgresWakeUps:
         await self._local.notification_added(ANY_INSTANCE)
         for instance_id in list(self._waiting):
             await self._local.notification_added(instance_id)
-
-    def _warn(self, message: str, exc: BaseException) -> None:
-        now = time.monotonic()
-        if now - self._last_warning < _WARNING_INTERVAL_S:
-            return
-        self._last_warning = now
-        logger.warning(
-            "%s (%s: %s) on %s",
-            message,
-            type(exc).__name__,
-            exc,
-            self._where,
-            extra={"action": "wakeups_notify_failed"},
-        )
 
 
 def _describe(url: URL) -> str:
