@@ -12,7 +12,7 @@ import pytest
 
 from tests.integration.conftest import Demo, make_settings, start_demo
 from wagate.bootstrap import Runtime
-from wagate.core.model import Instance
+from wagate.core.model import Instance, InstanceSettings
 
 BOB, CAROL, DAVE, NOBODY_HOME = "11001234568", "11001234569", "11001234570", "11001234571"
 GROUP = "120363043968066561@g.us"
@@ -323,6 +323,56 @@ def test_long_poll_wakes_when_a_notification_arrives(demo: Demo) -> None:
     poller.join(20)
     assert not poller.is_alive()
     assert results[0]["body"]["avatarInfo"]["chatId"] == f"{DAVE}@c.us"
+
+
+@pytest.mark.parametrize(
+    ("change", "status", "message"),
+    [
+        ("token rotated", 401, "Unauthorized"),
+        ("switched to push", 400, "Notifications are being pushed to webhookUrl"),
+    ],
+)
+def test_a_long_poll_ends_when_another_process_changes_its_instance(
+    demo: Demo, change: str, status: int, message: str
+) -> None:
+    """A token rotated or a webhookUrl set by the CLI or another node ends a waiting poll within
+    the poll interval (0.2 s here), not at its 60 s receiveTimeout."""
+    polling = threading.Event()
+
+    async def spy_on_receive(runtime: Runtime) -> None:
+        receive = runtime.notifications.receive
+
+        async def spied(*args: Any) -> Any:
+            polling.set()  # authenticated with the token it was sent with
+            return await receive(*args)
+
+        runtime.notifications.receive = spied  # type: ignore[method-assign,assignment]
+
+    demo.server.call(spy_on_receive)
+    results: list[httpx.Response] = []
+    poller = threading.Thread(
+        target=lambda: results.append(
+            httpx.get(
+                demo.method_url("receiveNotification"), params={"receiveTimeout": 60}, timeout=70
+            )
+        )
+    )
+    poller.start()
+    assert polling.wait(10)
+
+    async def change_in_the_store(runtime: Runtime) -> None:
+        # As another process would: past this server's instance service and its cache.
+        if change == "token rotated":
+            await runtime.store.update_instance(demo.instance.id, api_token="n" * 50)
+        else:
+            settings = InstanceSettings(webhook_url="http://127.0.0.1:9/hook")
+            await runtime.store.update_instance(demo.instance.id, settings=settings)
+
+    demo.server.call(change_in_the_store)
+    poller.join(20)
+    assert not poller.is_alive(), "the poll waited for its receiveTimeout"
+    assert results[0].status_code == status
+    assert results[0].json()["message"].startswith(message)
 
 
 def test_empty_queue_answers_json_null_after_the_timeout(demo: Demo) -> None:

@@ -18,7 +18,7 @@ from tests.integration.test_store import make_instance, queue
 from wagate.bootstrap import open_runtime
 from wagate.config import Settings
 from wagate.core import notifications
-from wagate.core.errors import PushModeActive
+from wagate.core.errors import InvalidToken, PushModeActive, UnknownInstance
 from wagate.core.instances import InstanceService
 from wagate.core.model import Instance, InstanceSettings, NotificationStatus
 from wagate.core.notifications import NotificationService
@@ -323,6 +323,103 @@ async def test_a_switch_to_push_ends_the_long_polls_waiting_on_the_instance(
     await wakeups.notification_added(instance.id)
     head = await asyncio.wait_for(poll, 5)
     assert head is not None and head.receipt_id == receipt_id
+
+
+async def changed_elsewhere(store: Store, instance: Instance, change: str) -> None:
+    """What another process (the CLI, another node) does: a write to the store that this
+    process's caches and wake-ups know nothing of."""
+    if change == "token rotated":
+        await store.update_instance(instance.id, api_token="n" * 50)
+    elif change == "deleted":
+        assert await store.delete_instance(instance.id)
+    else:
+        await store.update_instance(
+            instance.id, settings=InstanceSettings(webhook_url="http://127.0.0.1:9/hook")
+        )
+
+
+_CHANGES = {
+    "token rotated": InvalidToken,
+    "deleted": UnknownInstance,
+    "switched to push": PushModeActive,
+}
+
+
+@pytest.mark.parametrize("prefetch", [1, 8], ids=["postgresql-style", "window"])
+@pytest.mark.parametrize("change", list(_CHANGES))
+async def test_a_long_poll_sees_a_change_made_elsewhere_before_handing_out_a_notification(
+    store: Store, opened: list[NotificationService], change: str, prefetch: int
+) -> None:
+    """A notification that wakes the poll after the change is not handed to a token that no
+    longer works, nor to a poller while the instance's lane pushes it (it would arrive twice)."""
+    instance = make_instance()
+    await store.create_instance(instance)
+    wakeups = WaitingWakeUps()
+    # Waits as long as the poll: only the notification's wake-up can end the wait.
+    service = NotificationService(store, wakeups, 60.0, prefetch=prefetch)
+    opened.append(service)
+    instances = InstanceService(store, cache_ttl_s=0.0)
+
+    async def still_allowed() -> Instance:
+        return await instances.authenticate(instance.id, instance.api_token)
+
+    poll = asyncio.create_task(service.receive(instance, 30, still_allowed))
+    await asyncio.wait_for(wakeups.waiting.wait(), 5)
+    await changed_elsewhere(store, instance, change)
+    if change != "deleted":
+        await queue(store, instance.id, 1)
+    await wakeups.notification_added(instance.id)
+    with pytest.raises(_CHANGES[change]):
+        await asyncio.wait_for(poll, 5)
+
+
+@pytest.mark.parametrize("change", list(_CHANGES))
+async def test_a_long_poll_sees_a_change_made_elsewhere_within_the_poll_interval(
+    store: Store, opened: list[NotificationService], change: str
+) -> None:
+    """With no wake-up at all, the poll ends at its next re-read, not at its 30 s timeout."""
+    instance = make_instance()
+    await store.create_instance(instance)
+    wakeups = WaitingWakeUps()
+    service = NotificationService(store, wakeups, 0.05, prefetch=8)
+    opened.append(service)
+    instances = InstanceService(store, cache_ttl_s=0.05)
+
+    async def still_allowed() -> Instance:
+        return await instances.authenticate(instance.id, instance.api_token)
+
+    poll = asyncio.create_task(service.receive(instance, 30, still_allowed))
+    await asyncio.wait_for(wakeups.waiting.wait(), 5)
+    await changed_elsewhere(store, instance, change)
+    with pytest.raises(_CHANGES[change]):
+        await asyncio.wait_for(poll, 5)
+
+
+async def test_a_long_poll_that_may_go_on_is_answered_after_its_recheck(
+    store: Store, opened: list[NotificationService]
+) -> None:
+    instance = make_instance()
+    await store.create_instance(instance)
+    wakeups = WaitingWakeUps()
+    service = NotificationService(store, wakeups, 60.0, prefetch=8)
+    opened.append(service)
+    rechecks = 0
+
+    async def still_allowed() -> Instance:
+        nonlocal rechecks
+        rechecks += 1
+        return instance
+
+    poll = asyncio.create_task(service.receive(instance, 30, still_allowed))
+    await asyncio.wait_for(wakeups.waiting.wait(), 5)
+    [receipt_id] = await queue(store, instance.id, 1)
+    await wakeups.notification_added(instance.id)
+    head = await asyncio.wait_for(poll, 5)
+    assert head is not None and head.receipt_id == receipt_id
+    assert rechecks == 1
+    # A queue with a head answers at once: no wait, no recheck.
+    assert await service.receive(instance, 30, still_allowed) == head
+    assert rechecks == 1
 
 
 async def test_a_failed_write_does_not_fail_the_switch_to_push(

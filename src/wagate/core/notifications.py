@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import OrderedDict, deque
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
@@ -88,15 +88,25 @@ class NotificationService:
             logger, "writing the deletes answered from polling windows", "deferred_deletes_failed"
         )
 
-    async def receive(self, instance: Instance, timeout_s: float) -> Notification | None:
+    async def receive(
+        self,
+        instance: Instance,
+        timeout_s: float,
+        recheck: Callable[[], Awaitable[Instance]] | None = None,
+    ) -> Notification | None:
         """The oldest queued notification, waiting up to `timeout_s` for one to arrive.
 
         The same head comes back until it is deleted. Raises `PushModeActive` while the
         instance pushes to a webhookUrl.
+
+        `recheck` is called after every wait (a wake-up, or `poll_interval_s` without one)
+        and returns the instance as it is now, or raises if the caller may no longer poll it:
+        a token rotated, the instance deleted or switched to push by another process (the
+        CLI, another node) would otherwise go unnoticed until the poll's timeout, up to a
+        minute in which a notification could still reach the old token, or reach the client
+        while its lane pushes it too.
         """
-        if instance.settings.push_mode:
-            self.forget(instance.id)
-            raise PushModeActive()
+        self._refuse_push_mode(instance)
         switches = self._push_switches.get(instance.id, 0)
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout_s
@@ -116,6 +126,14 @@ class NotificationService:
             await self._wakeups.wait_notification(
                 instance.id, min(remaining, self._poll_interval_s), mark
             )
+            if recheck is not None:
+                instance = await recheck()
+                self._refuse_push_mode(instance)
+
+    def _refuse_push_mode(self, instance: Instance) -> None:
+        if instance.settings.push_mode:
+            self.forget(instance.id)
+            raise PushModeActive()
 
     async def _head(self, instance_id: int, now: float) -> Notification | None:
         if self._prefetch <= 1:

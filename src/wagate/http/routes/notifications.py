@@ -5,7 +5,7 @@ from __future__ import annotations
 from fastapi import APIRouter, Response
 
 from wagate.core.errors import InvalidPathParameter, ValidationFailed
-from wagate.core.model import MAX_ID
+from wagate.core.model import MAX_ID, Instance
 from wagate.http.deps import json_response
 from wagate.http.green_api import MethodCall, instance_method, path_parameter, query_parameter
 from wagate.wire.bodies import parse_json
@@ -36,7 +36,14 @@ def _receive_timeout(raw: str | None) -> int:
 )
 async def receive_notification(call: MethodCall) -> Response:
     timeout_s = _receive_timeout(call.request.query_params.get("receiveTimeout"))
-    notification = await call.runtime.notifications.receive(call.instance, timeout_s)
+    instances, token = call.runtime.instances, call.path_param("apiTokenInstance")
+
+    async def still_allowed() -> Instance:
+        # From the instance cache, read again every WAGATE_POLL_INTERVAL: the same bound as
+        # for a new request after a change made elsewhere.
+        return await instances.authenticate(call.instance.id, token)
+
+    notification = await call.runtime.notifications.receive(call.instance, timeout_s, still_allowed)
     if notification is None:
         return json_response(None)
     # The stored body is compact JSON already: spliced in, not parsed and serialised again.
