@@ -28,6 +28,7 @@ from wagate.engines.sandbox_world import WorldSummary, load_world_file
 from wagate.log_output import server_log_output
 from wagate.stores import sqlite_file
 from wagate.stores.backup import back_up_sqlite
+from wagate.stores.server_lock import ServerLock, acquire_server_lock
 
 T = TypeVar("T")
 F = TypeVar("F", bound=Callable[..., Any])
@@ -206,7 +207,10 @@ def serve(
     data_dir: Path,
     database_url: str | None,
 ) -> None:
-    """Run the HTTP server with its workers (migrating the database first, unless told not to)."""
+    """Run the HTTP server with its workers (migrating the database first, unless told not to).
+
+    On SQLite one server serves a database: a second one started on it stops at once, naming
+    the first one's process id. The other commands may run beside it."""
     import uvicorn
 
     from wagate.http import create_app
@@ -232,6 +236,15 @@ def serve(
         pin_process(settings.cpu_affinity, is_sqlite=settings.is_sqlite)
     except AffinityError as exc:
         raise click.BadParameter(str(exc), param_hint=affinity_hint) from exc
+    database = sqlite_file(settings.effective_database_url)
+    if database is not None:
+        try:
+            # Held for the life of the process: nothing releases it but the exit.
+            _held_locks.append(acquire_server_lock(database))
+        except WagateError as exc:
+            log_output.flush()
+            click.echo(f"error: {exc.message}", err=True)
+            sys.exit(1)
     _run(_with_runtime(settings, functools.partial(_prepare_serve, demo=demo), may_create=True))
     app = create_app(settings)
     _tune_garbage_collector()
@@ -246,6 +259,10 @@ def serve(
         access_log=False,  # wagate.access logs requests with the token redacted
         server_header=False,
     )
+
+
+# The lock that keeps a second server off this one's SQLite database (stores/server_lock.py).
+_held_locks: list[ServerLock] = []
 
 
 def _flush_logs_before_terminating(log_output: logging.Handler) -> None:

@@ -21,6 +21,7 @@ from tests.e2e.conftest import (
     WagateProcess,
     base_env,
     cli_json,
+    free_port,
     run_cli,
     wagate_executable,
 )
@@ -256,6 +257,28 @@ def test_serve_with_phone_digits_the_demo_cannot_use_stops_naming_no_demo(tmp_pa
         " not allow: start with --no-demo"
     )
     assert not (data_dir / "demo-world").exists()  # stopped before writing anything of it
+
+
+def test_a_second_server_on_one_database_refuses_to_start(wagate_server: WagateProcess) -> None:
+    """Two servers on one SQLite file would hand out notifications the other deleted; the
+    second stops before migrating or printing a demo instance, and the first serves on."""
+    wagate_server.start()
+    assert wagate_server.process is not None
+    pid = wagate_server.process.pid
+    result = run_cli(wagate_server.data_dir, "serve", "--port", str(free_port()), check=False)
+    assert result.returncode == 1, result.stderr
+    assert result.stderr.strip().splitlines()[-1] == (
+        f"error: another wagate server (pid {pid}) is serving"
+        f" {wagate_server.data_dir / 'wagate.sqlite3'}: stop it first, or start this one with"
+        " another --data-dir (or --database-url)"
+    )
+    assert result.stdout == ""  # no demo instance made or printed
+    assert httpx.post(f"{wagate_server.url}/ping").json() == {"pong": True}
+    # The other commands still run beside the server.
+    run_cli(wagate_server.data_dir, "instance", "list")
+    # The kernel drops the lock with the process, kill -9 included: a restart is not blocked.
+    wagate_server.kill()
+    wagate_server.start()
 
 
 def test_commands_that_only_read_or_change_need_an_existing_database(tmp_path: Path) -> None:
