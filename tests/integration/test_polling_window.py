@@ -338,6 +338,26 @@ async def changed_elsewhere(store: Store, instance: Instance, change: str) -> No
         )
 
 
+async def waiting_poll(
+    store: Store, opened: list[NotificationService], poll_interval_s: float, prefetch: int
+) -> tuple[Instance, WaitingWakeUps, asyncio.Task[Any]]:
+    """A 30 s long poll on a new instance, waiting, that rechecks the instance after every wait
+    as the route does (its cache as fresh as the poll interval)."""
+    instance = make_instance()
+    await store.create_instance(instance)
+    wakeups = WaitingWakeUps()
+    service = NotificationService(store, wakeups, poll_interval_s, prefetch=prefetch)
+    opened.append(service)
+    instances = InstanceService(store, cache_ttl_s=poll_interval_s)
+
+    async def still_allowed() -> Instance:
+        return await instances.authenticate(instance.id, instance.api_token)
+
+    poll = asyncio.create_task(service.receive(instance, 30, still_allowed))
+    await asyncio.wait_for(wakeups.waiting.wait(), 5)
+    return instance, wakeups, poll
+
+
 _CHANGES = {
     "token rotated": InvalidToken,
     "deleted": UnknownInstance,
@@ -352,19 +372,8 @@ async def test_a_long_poll_sees_a_change_made_elsewhere_before_handing_out_a_not
 ) -> None:
     """A notification that wakes the poll after the change is not handed to a token that no
     longer works, nor to a poller while the instance's lane pushes it (it would arrive twice)."""
-    instance = make_instance()
-    await store.create_instance(instance)
-    wakeups = WaitingWakeUps()
-    # Waits as long as the poll: only the notification's wake-up can end the wait.
-    service = NotificationService(store, wakeups, 60.0, prefetch=prefetch)
-    opened.append(service)
-    instances = InstanceService(store, cache_ttl_s=0.0)
-
-    async def still_allowed() -> Instance:
-        return await instances.authenticate(instance.id, instance.api_token)
-
-    poll = asyncio.create_task(service.receive(instance, 30, still_allowed))
-    await asyncio.wait_for(wakeups.waiting.wait(), 5)
+    # Re-reads as seldom as the poll times out: only the notification's wake-up ends its wait.
+    instance, wakeups, poll = await waiting_poll(store, opened, 60.0, prefetch)
     await changed_elsewhere(store, instance, change)
     if change != "deleted":
         await queue(store, instance.id, 1)
@@ -378,18 +387,7 @@ async def test_a_long_poll_sees_a_change_made_elsewhere_within_the_poll_interval
     store: Store, opened: list[NotificationService], change: str
 ) -> None:
     """With no wake-up at all, the poll ends at its next re-read, not at its 30 s timeout."""
-    instance = make_instance()
-    await store.create_instance(instance)
-    wakeups = WaitingWakeUps()
-    service = NotificationService(store, wakeups, 0.05, prefetch=8)
-    opened.append(service)
-    instances = InstanceService(store, cache_ttl_s=0.05)
-
-    async def still_allowed() -> Instance:
-        return await instances.authenticate(instance.id, instance.api_token)
-
-    poll = asyncio.create_task(service.receive(instance, 30, still_allowed))
-    await asyncio.wait_for(wakeups.waiting.wait(), 5)
+    instance, _, poll = await waiting_poll(store, opened, 0.05, 8)
     await changed_elsewhere(store, instance, change)
     with pytest.raises(_CHANGES[change]):
         await asyncio.wait_for(poll, 5)
