@@ -211,9 +211,8 @@ def serve(
 
     On SQLite one server serves a database: a second one started on it stops at once, naming
     the first one's process id. The other commands may run beside it."""
-    import uvicorn
-
     from wagate.http import create_app
+    from wagate.http.server import run_server
 
     affinity_hint = "'--cpu-affinity' / 'WAGATE_CPU_AFFINITY'"
     try:
@@ -251,14 +250,7 @@ def serve(
     # What start-up logged (the CPU pinned, migrations) is out before a request can be served.
     log_output.flush()
     _flush_logs_before_terminating(log_output)
-    uvicorn.run(
-        app,
-        host=settings.host,
-        port=settings.port,
-        log_config=None,
-        access_log=False,  # wagate.access logs requests with the token redacted
-        server_header=False,
-    )
+    run_server(app, settings)
 
 
 # The lock that keeps a second server off this one's SQLite database (stores/server_lock.py).

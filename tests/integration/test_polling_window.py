@@ -420,6 +420,32 @@ async def test_a_long_poll_that_may_go_on_is_answered_after_its_recheck(
     assert rechecks == 1
 
 
+@pytest.mark.parametrize("prefetch", [1, 8], ids=["postgresql-style", "window"])
+async def test_ending_long_polls_answers_the_waiting_ones_and_later_ones_at_once(
+    store: Store, opened: list[NotificationService], prefetch: int
+) -> None:
+    """What the server does when it begins to shut down (http/server.py)."""
+    instance = make_instance()
+    await store.create_instance(instance)
+    service = NotificationService(store, LocalWakeUps(), 60.0, prefetch=prefetch)
+    opened.append(service)
+    polls = [asyncio.create_task(service.receive(instance, 30)) for _ in range(3)]
+
+    async def all_waiting() -> None:
+        while service.waiting_polls < 3:
+            await asyncio.sleep(0)
+
+    await asyncio.wait_for(all_waiting(), 5)
+    service.end_long_polls()
+    assert await asyncio.wait_for(asyncio.gather(*polls), 5) == [None, None, None]
+    assert service.waiting_polls == 0
+    # A poll that comes later does not wait, yet still gets what is queued.
+    assert await asyncio.wait_for(service.receive(instance, 30), 5) is None
+    [receipt_id] = await queue(store, instance.id, 1)
+    head = await asyncio.wait_for(service.receive(instance, 30), 5)
+    assert head is not None and head.receipt_id == receipt_id
+
+
 async def test_a_failed_write_does_not_fail_the_switch_to_push(
     store: Store, setup: Setup, caplog: pytest.LogCaptureFixture
 ) -> None:

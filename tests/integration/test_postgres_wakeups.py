@@ -163,6 +163,20 @@ async def test_local_waiters_wake_at_once(node_a: PostgresWakeUps) -> None:
 
 
 @pytest.mark.postgres
+async def test_waking_the_long_polls_wakes_this_nodes_only(
+    node_a: PostgresWakeUps, node_b: PostgresWakeUps
+) -> None:
+    """A node shutting down answers its own polls; another node's polls go on waiting."""
+    here = [await started(node_a.wait_notification(i, timeout_s=LONG_TIMEOUT_S)) for i in (5, 6)]
+    elsewhere = await started(node_b.wait_notification(5, timeout_s=0.5))
+    node_a.wake_long_polls()
+    assert max([await waiter for waiter in here]) < PROMPT_S
+    assert await elsewhere >= 0.5  # its own timeout ended it, not a wake-up
+    # A wait that begins afterwards waits again.
+    assert await (await started(node_a.wait_notification(5, timeout_s=0.2))) >= 0.2
+
+
+@pytest.mark.postgres
 async def test_aclose_releases_waiters_and_is_idempotent(url: str) -> None:
     wakeups = PostgresWakeUps(url)
     await wakeups.start()

@@ -81,6 +81,10 @@ class NotificationService:
         self._write_lock = asyncio.Lock()
         self._write_timer: asyncio.TimerHandle | None = None
         self._write_tasks: set[asyncio.Task[None]] = set()
+        # Set when the server begins to shut down: polls answer at once instead of waiting.
+        self._ending = False
+        #: Long polls waiting for a notification right now (for `/metrics`).
+        self.waiting_polls = 0
         # Per instance, how often it switched to push mode through this process since it last
         # switched back: a long poll that sees the count change stops (see `receive`).
         self._push_switches: dict[int, int] = {}
@@ -121,14 +125,27 @@ class NotificationService:
             if head is not None:
                 return head
             remaining = deadline - loop.time()
-            if remaining <= 0:
+            if remaining <= 0 or self._ending:
                 return None
-            await self._wakeups.wait_notification(
-                instance.id, min(remaining, self._poll_interval_s), mark
-            )
+            self.waiting_polls += 1
+            try:
+                await self._wakeups.wait_notification(
+                    instance.id, min(remaining, self._poll_interval_s), mark
+                )
+            finally:
+                self.waiting_polls -= 1
             if recheck is not None:
                 instance = await recheck()
                 self._refuse_push_mode(instance)
+
+    def end_long_polls(self) -> None:
+        """The server is shutting down: every waiting long poll answers now, with the head
+        queued meanwhile or JSON null as on a timeout, and a poll that comes later does not
+        wait. Otherwise a poll holds the shutdown up for its receiveTimeout, up to a minute
+        (longer than a container runtime waits before it kills the process), while its client
+        loses nothing by polling again once the server is back."""
+        self._ending = True
+        self._wakeups.wake_long_polls()
 
     def _refuse_push_mode(self, instance: Instance) -> None:
         if instance.settings.push_mode:

@@ -350,6 +350,11 @@ class WakeUps(Protocol):
     async def wait_notification(
         self, instance_id: int, timeout_s: float, since: object | None = None
     ) -> None: ...
+    def wake_long_polls(self) -> None:
+        """Wake every long poll waiting in this process, and only here (the server is
+        shutting down: its polls answer instead of holding the shutdown up)."""
+        ...
+
     async def job_added(self, instance_id: int = ANY_INSTANCE) -> None:
         """Wake the avatar job worker: the instance has a new job (`ANY_INSTANCE`: some
         instance may have)."""

@@ -71,6 +71,12 @@ class LocalWakeUps:
             event = self._notification_events[instance_id]
         await _wait(event, timeout_s)
 
+    def wake_long_polls(self) -> None:
+        # Replaced, as after a wake-up: the marks taken so far fire, later ones wait anew.
+        events, self._notification_events = self._notification_events, defaultdict(asyncio.Event)
+        for event in events.values():
+            event.set()
+
     async def job_added(self, instance_id: int = ANY_INSTANCE) -> None:
         self._jobs.add(instance_id)
 

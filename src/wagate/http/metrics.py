@@ -53,8 +53,18 @@ class Metrics:
             registry=self.registry,
         )
 
+        self._long_polls_waiting = Gauge(
+            "wagate_long_polls_waiting",
+            "receiveNotification calls of this process waiting for a notification (read at each"
+            " scrape)",
+            registry=self.registry,
+        )
+
     def set_avatar_jobs_pending(self, count: float) -> None:
         self._jobs_pending.set(count)
+
+    def set_long_polls_waiting(self, count: int) -> None:
+        self._long_polls_waiting.set(count)
 
     def _counter(self, name: str, documentation: str) -> Counter:
         return Counter(name, documentation, registry=self.registry)

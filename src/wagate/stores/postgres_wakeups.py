@@ -170,6 +170,9 @@ class PostgresWakeUps:
             if self._waiting[instance_id] <= 0:
                 del self._waiting[instance_id]
 
+    def wake_long_polls(self) -> None:
+        self._local.wake_long_polls()
+
     async def wait_job(self, timeout_s: float) -> Set[int]:
         return await self._local.wait_job(timeout_s)
 

@@ -75,5 +75,6 @@ async def metrics(request: Request, runtime: RuntimeDep) -> Response:
     except Exception:
         pending = math.nan
     request.app.state.metrics.set_avatar_jobs_pending(pending)
+    request.app.state.metrics.set_long_polls_waiting(runtime.notifications.waiting_polls)
     data: bytes = request.app.state.metrics.render()
     return Response(data, media_type="text/plain; version=0.0.4; charset=utf-8")
