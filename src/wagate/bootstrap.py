@@ -186,7 +186,8 @@ async def run_workers(
     they do is counted on `events` (the server's `/metrics`)."""
     settings = runtime.settings
     if settings.is_sqlite:
-        # One server per SQLite file: any lease in it belongs to a process that is gone.
+        # One server per SQLite file (`serve` holds the file's server lock,
+        # stores/server_lock.py): any lease in it belongs to a process that is gone.
         await runtime.store.release_leases()
     workers = {
         "avatar-jobs": AvatarJobWorker(
