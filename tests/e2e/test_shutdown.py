@@ -1,5 +1,6 @@
 """How `wagate serve` ends: a SIGTERM answers the long polls waiting on it at once instead of
-waiting out their receiveTimeout, and a port in use stops it with uvicorn's status."""
+waiting out their receiveTimeout, and a port in use stops it with uvicorn's status and
+message, as before it ran uvicorn through http/server.py."""
 
 from __future__ import annotations
 
@@ -58,4 +59,7 @@ def test_a_port_in_use_stops_serve_with_uvicorns_status(tmp_path: Path) -> None:
         port = taken.getsockname()[1]
         result = run_cli(tmp_path / "data", "serve", "--no-demo", "--port", str(port), check=False)
     assert result.returncode == 3, result.stderr
-    assert "address already in use" in result.stderr
+    assert (
+        f"error while attempting to bind on address ('127.0.0.1', {port}): address already"
+        " in use" in result.stderr
+    )

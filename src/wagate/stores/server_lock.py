@@ -4,10 +4,10 @@ A SQLite server assumes it writes its store alone: at start it drops every avata
 and push-lane lease in the database as left by a dead process (`Store.release_leases`), which
 would hand a running server's work to a second one (webhooks pushed twice, out of order); its
 polling windows and deferred deletes would hand out a notification deleted through the other;
-each would wake only its own long polls, and both would pin themselves to the same CPU. Two `serve` on one data
-directory is an easy mistake (`make run` in a second terminal, a unit file and a manual
-start), so the second refuses to start instead. The CLI's other commands do not take the
-lock: they may write while a server runs.
+each would wake only its own long polls, and both would pin themselves to the same CPU. Two
+`serve` on one data directory is an easy mistake (`make run` in a second terminal, a unit file
+and a manual start), so the second refuses to start instead. The CLI's other commands do not
+take the lock: they may write while a server runs.
 
 The lock is `flock`'s, which the kernel drops when the process ends, however it ends (kill -9
 included): a lock file left behind never stops a restart. PostgreSQL nodes need none.
