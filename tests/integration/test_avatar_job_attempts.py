@@ -9,6 +9,7 @@ import asyncio
 import logging
 import re
 from collections.abc import MutableSequence, Sequence
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
@@ -137,3 +138,49 @@ async def test_a_lookup_that_keeps_failing_is_given_up_after_the_last_attempt(
         assert getattr(given_up[0], "attempts", None) == 2
         assert given_up[0].exc_info is not None
         assert str(given_up[0].exc_info[1]) == "engine bug"
+
+
+class StuckEngine:
+    """A lookup that never answers by itself; `looking` is set once it has begun."""
+
+    def __init__(self) -> None:
+        self.looking = asyncio.Event()
+
+    async def fetch_avatars(
+        self,
+        instance: Instance,
+        chats: Sequence[ChatId],
+        answers: MutableSequence[AvatarResult | None],
+    ) -> None:
+        self.looking.set()
+        await asyncio.Event().wait()
+
+
+async def test_a_stopping_worker_hands_its_unfinished_batch_back(
+    database_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Another node, or this one restarted, runs it at once instead of after its lease."""
+    settings = Settings(data_dir=tmp_path / "data", database_url=database_url)
+    async with open_runtime(settings) as runtime:
+        engine = StuckEngine()
+        monkeypatch.setattr(runtime.engines["sandbox"], "fetch_avatars", engine.fetch_avatars)
+        instance = await runtime.instances.create()
+        for chat in CHATS:
+            await runtime.avatars.accept(instance, parse_chat_id(chat, settings.phone_digits))
+        worker = AvatarJobWorker(
+            runtime.store,
+            runtime.instances,
+            runtime.avatars,
+            runtime.wakeups,
+            concurrency=2,
+            poll_interval_s=0.01,
+            phone_digits=settings.phone_digits,
+        )
+        task = asyncio.create_task(worker.run())
+        await asyncio.wait_for(engine.looking.wait(), timeout=10)
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+
+        lease = timedelta(seconds=60)
+        taken_over = await runtime.store.claim_avatar_jobs(1, lease, per_instance=64)
+        assert [(job.chat_id, job.attempts) for job in taken_over] == [(c, 2) for c in CHATS]

@@ -292,6 +292,30 @@ async def test_claim_one_live_claim_per_instance_oldest_first(store: SqlStore) -
     assert await store.claim_avatar_jobs(10, LONG, per_instance=1) == []
 
 
+async def test_a_released_claim_is_claimable_at_once_unless_claimed_again(
+    store: SqlStore,
+) -> None:
+    await store.create_instance(make_instance())
+    for i in range(3):
+        await store.enqueue_avatar_job(1101000001, f"a{i}@c.us")
+    first = await store.claim_avatar_jobs(1, LONG, per_instance=BATCH)
+    assert len(first) == 3
+    assert await store.claim_avatar_jobs(1, LONG, per_instance=BATCH) == []
+
+    await store.release_avatar_jobs(first)
+    second = await store.claim_avatar_jobs(1, LONG, per_instance=BATCH)
+    assert [(job.id, job.attempts) for job in second] == [(job.id, 2) for job in first]
+    # The first claim released again, late: the second one holds the jobs and keeps them.
+    await store.release_avatar_jobs(first)
+    assert await store.claim_avatar_jobs(1, LONG, per_instance=BATCH) == []
+    # A completed job is gone whatever is released.
+    await store.complete_avatar_job(second[0], {"n": 1})
+    await store.release_avatar_jobs(second)
+    assert [job.id for job in await store.claim_avatar_jobs(1, LONG, per_instance=BATCH)] == [
+        job.id for job in second[1:]
+    ]
+
+
 async def test_claim_takes_each_instances_oldest_batch(store: SqlStore) -> None:
     await store.create_instance(make_instance(1101000001, "11001234561"))
     await store.create_instance(make_instance(1101000002, "11001234562"))

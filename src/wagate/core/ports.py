@@ -187,6 +187,12 @@ class Store(Protocol):
         perhaps its own instance's next jobs) without a transaction of its own."""
         ...
 
+    async def release_avatar_jobs(self, jobs: Sequence[AvatarJob]) -> None:
+        """Give up the claim on `jobs` (as a claim returned them), so that they are claimable
+        at once. A job claimed again since (its attempt count moved on) or completed is left
+        alone."""
+        ...
+
     async def count_avatar_jobs(self, instance_id: int | None = None) -> int: ...
 
     async def release_leases(self) -> None:

@@ -366,6 +366,25 @@ def claim_jobs(
     return list(map(AvatarJob._make, rows))
 
 
+# The claim's attempt count identifies it: a later claim of the job counted one more.
+_RELEASE_JOB = (
+    update(avatar_jobs)
+    .where(
+        avatar_jobs.c.id == bindparam("job_id"),
+        avatar_jobs.c.attempts == bindparam("claim_attempts"),
+    )
+    .values(claimed_until=None)
+)
+
+
+def release_jobs(conn: Connection, jobs: Sequence[AvatarJob]) -> None:
+    """Drop the claim that returned `jobs`; jobs completed or claimed again since are left."""
+    if jobs:
+        conn.execute(
+            _RELEASE_JOB, [{"job_id": job.id, "claim_attempts": job.attempts} for job in jobs]
+        )
+
+
 def complete_jobs(
     conn: Connection,
     completions: Sequence[tuple[AvatarJob, Mapping[str, Any]]],

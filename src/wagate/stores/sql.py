@@ -556,6 +556,10 @@ class SqlStore(PushDelivery):
             raise LookupError(f"avatar job {job.id} is no longer queued")
         return done
 
+    async def release_avatar_jobs(self, jobs: Sequence[AvatarJob]) -> None:
+        if jobs:
+            await self._writer.run(lambda conn: queues.release_jobs(conn, jobs))
+
     async def count_avatar_jobs(self, instance_id: int | None = None) -> int:
         query = select(func.count()).select_from(avatar_jobs)
         if instance_id is not None:

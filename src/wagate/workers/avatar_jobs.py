@@ -147,6 +147,9 @@ class AvatarJobWorker:
                 self._holding.add(instance_id)
                 try:
                     next_jobs = await self._complete_batch(jobs)
+                except asyncio.CancelledError:
+                    await self._hand_back(jobs)
+                    raise
                 finally:
                     self._holding.discard(instance_id)
                     skipped = instance_id in self._skipped
@@ -165,6 +168,21 @@ class AvatarJobWorker:
             # transactions at moderate load.)
             if not claimed_last or len(self._running) >= self._concurrency:
                 await self._wakeups.job_added()
+
+    async def _hand_back(self, jobs: list[AvatarJob]) -> None:
+        """The worker is stopping with the batch unfinished: give its claim up, so that another
+        node (or this one, restarted) runs it at once rather than when the lease lapses (the
+        avatar timeout twice, plus 5 s). If the batch's completion had already committed, its
+        jobs are gone and nothing changes."""
+        try:
+            await self._store.release_avatar_jobs(jobs)
+        except Exception:
+            logger.warning(
+                "could not give up the claim of unfinished avatar jobs; they run again when"
+                " their lease lapses",
+                exc_info=True,
+                extra={"action": "avatar_jobs_not_released", "instance": jobs[0].instance_id},
+            )
 
     async def _complete_batch(self, jobs: list[AvatarJob]) -> list[AvatarJob] | None:
         """Look one instance's claimed jobs up concurrently, then queue their notifications in
