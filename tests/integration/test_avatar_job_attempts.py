@@ -11,6 +11,7 @@ import re
 from collections.abc import MutableSequence, Sequence
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -55,6 +56,28 @@ class FailingEngine:
         await self._fetch(instance, chats, answers)
 
 
+async def accepted_chats(runtime: Runtime) -> Instance:
+    """A new instance with a getAvatarAsync request accepted for each of CHATS."""
+    instance = await runtime.instances.create()
+    for chat in CHATS:
+        chat_id = parse_chat_id(chat, runtime.settings.phone_digits)
+        await runtime.avatars.accept(instance, chat_id)
+    return instance
+
+
+def worker(runtime: Runtime, **options: Any) -> AvatarJobWorker:
+    return AvatarJobWorker(
+        runtime.store,
+        runtime.instances,
+        runtime.avatars,
+        runtime.wakeups,
+        concurrency=2,
+        poll_interval_s=0.01,
+        phone_digits=runtime.settings.phone_digits,
+        **options,
+    )
+
+
 async def answers_in_order(runtime: Runtime, instance: Instance, count: int) -> list[object]:
     answers: list[object] = []
     for _ in range(count):
@@ -79,22 +102,9 @@ async def test_a_lookup_that_keeps_failing_is_given_up_after_the_last_attempt(
     async with open_runtime(settings) as runtime:
         engine = FailingEngine(runtime)
         monkeypatch.setattr(runtime.engines["sandbox"], "fetch_avatars", engine.fetch_avatars)
-        instance = await runtime.instances.create()
+        instance = await accepted_chats(runtime)
         metrics = Metrics()
-        for chat in CHATS:
-            await runtime.avatars.accept(instance, parse_chat_id(chat, settings.phone_digits))
-        worker = AvatarJobWorker(
-            runtime.store,
-            runtime.instances,
-            runtime.avatars,
-            runtime.wakeups,
-            concurrency=2,
-            poll_interval_s=0.01,
-            phone_digits=settings.phone_digits,
-            attempts_per_job=2,
-            events=metrics,
-        )
-        task = asyncio.create_task(worker.run())
+        task = asyncio.create_task(worker(runtime, attempts_per_job=2, events=metrics).run())
         try:
             await asyncio.wait_for(engine.failed.wait(), timeout=10)
             # The first attempt failed whole: nothing answered, every job kept, under its lease
@@ -164,19 +174,8 @@ async def test_a_stopping_worker_hands_its_unfinished_batch_back(
     async with open_runtime(settings) as runtime:
         engine = StuckEngine()
         monkeypatch.setattr(runtime.engines["sandbox"], "fetch_avatars", engine.fetch_avatars)
-        instance = await runtime.instances.create()
-        for chat in CHATS:
-            await runtime.avatars.accept(instance, parse_chat_id(chat, settings.phone_digits))
-        worker = AvatarJobWorker(
-            runtime.store,
-            runtime.instances,
-            runtime.avatars,
-            runtime.wakeups,
-            concurrency=2,
-            poll_interval_s=0.01,
-            phone_digits=settings.phone_digits,
-        )
-        task = asyncio.create_task(worker.run())
+        await accepted_chats(runtime)
+        task = asyncio.create_task(worker(runtime).run())
         await asyncio.wait_for(engine.looking.wait(), timeout=10)
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
