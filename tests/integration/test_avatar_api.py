@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import functools
+import socket
 import threading
+import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -373,6 +376,33 @@ def test_a_long_poll_ends_when_another_process_changes_its_instance(
     assert not poller.is_alive(), "the poll waited for its receiveTimeout"
     assert results[0].status_code == status
     assert results[0].json()["message"].startswith(message)
+
+
+def waiting_polls(demo: Demo) -> int:
+    async def read(runtime: Runtime) -> int:
+        return runtime.notifications.waiting_polls
+
+    return demo.server.call(read)
+
+
+def until(condition: Callable[[], bool], what: str, timeout_s: float = 10) -> None:
+    # The server runs in another thread, with no event to wait on: check with a deadline.
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        assert time.monotonic() < deadline, what
+        time.sleep(0.02)
+
+
+def test_a_long_poll_whose_client_left_stops_waiting(demo: Demo) -> None:
+    """uvicorn does not stop a request whose client closed the connection; the poll notices it
+    after its next wait (0.2 s here), instead of waiting out its 60 s receiveTimeout."""
+    path = f"/waInstance{demo.instance.id}/receiveNotification/{demo.instance.api_token}"
+    with socket.create_connection(("127.0.0.1", demo.server.port)) as client:
+        client.sendall(f"GET {path}?receiveTimeout=60 HTTP/1.1\r\nHost: t\r\n\r\n".encode())
+        until(lambda: waiting_polls(demo) == 1, "the poll never waited")
+    until(lambda: waiting_polls(demo) == 0, "the poll went on waiting for nobody")
+    metrics = httpx.get(f"{demo.url}/metrics").text
+    assert 'wagate_http_requests_total{method="receiveNotification",status="499"} 1.0' in metrics
 
 
 def test_empty_queue_answers_json_null_after_the_timeout(demo: Demo) -> None:

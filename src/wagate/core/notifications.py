@@ -83,7 +83,7 @@ class NotificationService:
         self._write_tasks: set[asyncio.Task[None]] = set()
         # Set when the server begins to shut down: polls answer at once instead of waiting.
         self._ending = False
-        #: Long polls waiting for a notification right now (for `/metrics`).
+        #: Long polls that found the queue empty and have not answered yet (for `/metrics`).
         self.waiting_polls = 0
         # Per instance, how often it switched to push mode through this process since it last
         # switched back: a long poll that sees the count change stops (see `receive`).
@@ -114,29 +114,33 @@ class NotificationService:
         switches = self._push_switches.get(instance.id, 0)
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout_s
-        while True:
-            # Taken before the read: a notification added while it runs ends the wait below.
-            mark = self._wakeups.notification_mark(instance.id)
-            if self._push_switches.get(instance.id, 0) != switches:
-                # Switched to push while this poll waited (through this process): its lane now
-                # delivers the queue, and a head handed out here would arrive twice.
-                raise PushModeActive()
-            head = await self._head(instance.id, loop.time())
-            if head is not None:
-                return head
-            remaining = deadline - loop.time()
-            if remaining <= 0 or self._ending:
-                return None
-            self.waiting_polls += 1
-            try:
+        waited = False  # counted in `waiting_polls` from its first wait to its answer
+        try:
+            while True:
+                # Taken before the read: a notification added while it runs ends the wait.
+                mark = self._wakeups.notification_mark(instance.id)
+                if self._push_switches.get(instance.id, 0) != switches:
+                    # Switched to push while this poll waited (through this process): its lane
+                    # now delivers the queue, and a head handed out here would arrive twice.
+                    raise PushModeActive()
+                head = await self._head(instance.id, loop.time())
+                if head is not None:
+                    return head
+                remaining = deadline - loop.time()
+                if remaining <= 0 or self._ending:
+                    return None
+                if not waited:
+                    waited = True
+                    self.waiting_polls += 1
                 await self._wakeups.wait_notification(
                     instance.id, min(remaining, self._poll_interval_s), mark
                 )
-            finally:
+                if recheck is not None:
+                    instance = await recheck()
+                    self._refuse_push_mode(instance)
+        finally:
+            if waited:
                 self.waiting_polls -= 1
-            if recheck is not None:
-                instance = await recheck()
-                self._refuse_push_mode(instance)
 
     def end_long_polls(self) -> None:
         """The server is shutting down: every waiting long poll answers now, with the head

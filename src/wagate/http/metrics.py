@@ -55,8 +55,8 @@ class Metrics:
 
         self._long_polls_waiting = Gauge(
             "wagate_long_polls_waiting",
-            "receiveNotification calls of this process waiting for a notification (read at each"
-            " scrape)",
+            "receiveNotification calls of this process that found the queue empty and wait for"
+            " a notification (read at each scrape)",
             registry=self.registry,
         )
 

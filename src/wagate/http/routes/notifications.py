@@ -8,9 +8,14 @@ from wagate.core.errors import InvalidPathParameter, ValidationFailed
 from wagate.core.model import MAX_ID, Instance
 from wagate.http.deps import json_response
 from wagate.http.green_api import MethodCall, instance_method, path_parameter, query_parameter
+from wagate.http.guard import CLIENT_CLOSED_REQUEST
 from wagate.wire.bodies import parse_json
 
 router = APIRouter(tags=["notifications"])
+
+
+class _PollAbandoned(Exception):
+    """The client closed the connection while its long poll waited."""
 
 
 def _receive_timeout(raw: str | None) -> int:
@@ -39,11 +44,21 @@ async def receive_notification(call: MethodCall) -> Response:
     instances, token = call.runtime.instances, call.path_param("apiTokenInstance")
 
     async def still_allowed() -> Instance:
+        # uvicorn does not stop a request whose client left: without this, a poll went on
+        # waiting for nobody until its receiveTimeout (a bot whose HTTP client gives up sooner
+        # left one behind at every call).
+        if await call.request.is_disconnected():
+            raise _PollAbandoned()
         # From the instance cache, read again every WAGATE_POLL_INTERVAL: the same bound as
         # for a new request after a change made elsewhere.
         return await instances.authenticate(call.instance.id, token)
 
-    notification = await call.runtime.notifications.receive(call.instance, timeout_s, still_allowed)
+    try:
+        notification = await call.runtime.notifications.receive(
+            call.instance, timeout_s, still_allowed
+        )
+    except _PollAbandoned:
+        return Response(status_code=CLIENT_CLOSED_REQUEST)  # for the log and metrics only
     if notification is None:
         return json_response(None)
     # The stored body is compact JSON already: spliced in, not parsed and serialised again.
