@@ -328,6 +328,21 @@ def test_long_poll_wakes_when_a_notification_arrives(demo: Demo) -> None:
     assert results[0]["body"]["avatarInfo"]["chatId"] == f"{DAVE}@c.us"
 
 
+def waiting_polls(demo: Demo) -> int:
+    async def read(runtime: Runtime) -> int:
+        return runtime.notifications.waiting_polls
+
+    return demo.server.call(read)
+
+
+def until(condition: Callable[[], bool], what: str, timeout_s: float = 10) -> None:
+    # The server runs in another thread, with no event to wait on: check with a deadline.
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        assert time.monotonic() < deadline, what
+        time.sleep(0.02)
+
+
 @pytest.mark.parametrize(
     ("change", "status", "message"),
     [
@@ -340,18 +355,6 @@ def test_a_long_poll_ends_when_another_process_changes_its_instance(
 ) -> None:
     """A token rotated or a webhookUrl set by the CLI or another node ends a waiting poll within
     the poll interval (0.2 s here), not at its 60 s receiveTimeout."""
-    polling = threading.Event()
-
-    async def spy_on_receive(runtime: Runtime) -> None:
-        receive = runtime.notifications.receive
-
-        async def spied(*args: Any) -> Any:
-            polling.set()  # authenticated with the token it was sent with
-            return await receive(*args)
-
-        runtime.notifications.receive = spied  # type: ignore[method-assign,assignment]
-
-    demo.server.call(spy_on_receive)
     results: list[httpx.Response] = []
     poller = threading.Thread(
         target=lambda: results.append(
@@ -361,7 +364,8 @@ def test_a_long_poll_ends_when_another_process_changes_its_instance(
         )
     )
     poller.start()
-    assert polling.wait(10)
+    # Authenticated with the token it was sent with, and waiting.
+    until(lambda: waiting_polls(demo) == 1, "the poll never waited")
 
     async def change_in_the_store(runtime: Runtime) -> None:
         # As another process would: past this server's instance service and its cache.
@@ -376,21 +380,6 @@ def test_a_long_poll_ends_when_another_process_changes_its_instance(
     assert not poller.is_alive(), "the poll waited for its receiveTimeout"
     assert results[0].status_code == status
     assert results[0].json()["message"].startswith(message)
-
-
-def waiting_polls(demo: Demo) -> int:
-    async def read(runtime: Runtime) -> int:
-        return runtime.notifications.waiting_polls
-
-    return demo.server.call(read)
-
-
-def until(condition: Callable[[], bool], what: str, timeout_s: float = 10) -> None:
-    # The server runs in another thread, with no event to wait on: check with a deadline.
-    deadline = time.monotonic() + timeout_s
-    while not condition():
-        assert time.monotonic() < deadline, what
-        time.sleep(0.02)
 
 
 def test_a_long_poll_whose_client_left_stops_waiting(demo: Demo) -> None:
