@@ -212,7 +212,7 @@ def serve(
     On SQLite one server serves a database: a second one started on it stops at once, naming
     the first one's process id. The other commands may run beside it."""
     from wagate.http import create_app
-    from wagate.http.server import run_server
+    from wagate.http.server import listen_problem, run_server
 
     affinity_hint = "'--cpu-affinity' / 'WAGATE_CPU_AFFINITY'"
     try:
@@ -244,6 +244,14 @@ def serve(
             log_output.flush()
             click.echo(f"error: {exc.message}", err=True)
             sys.exit(1)
+    problem = listen_problem(settings.host, settings.port)
+    if problem is not None:
+        log_output.flush()
+        click.echo(
+            f"error: {problem}; choose another --port (WAGATE_PORT) or --host (WAGATE_HOST)",
+            err=True,
+        )
+        sys.exit(1)
     _run(_with_runtime(settings, functools.partial(_prepare_serve, demo=demo), may_create=True))
     app = create_app(settings)
     _tune_garbage_collector()

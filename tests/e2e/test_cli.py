@@ -250,7 +250,7 @@ def test_instance_create_refuses_a_phone_no_chat_id_could_reach(tmp_path: Path) 
 def test_serve_with_phone_digits_the_demo_cannot_use_stops_naming_no_demo(tmp_path: Path) -> None:
     data_dir = tmp_path / "data"
     env = base_env(WAGATE_PHONE_DIGITS="5-10")
-    result = run_cli(data_dir, "serve", "--port", "1", env=env, check=False)
+    result = run_cli(data_dir, "serve", "--port", str(free_port()), env=env, check=False)
     assert result.returncode == 1, result.stderr
     assert result.stderr.strip().splitlines()[-1] == (
         "error: the demo world's numbers have 11 digits, which WAGATE_PHONE_DIGITS=5-10 does"

@@ -1,6 +1,6 @@
 """How `wagate serve` ends: a SIGTERM answers the long polls waiting on it at once instead of
-waiting out their receiveTimeout, and a port in use stops it with uvicorn's status and
-message, as before it ran uvicorn through http/server.py."""
+waiting out their receiveTimeout; an address it cannot listen on stops it before it does
+anything."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.e2e.conftest import WagateProcess, cli_json, run_cli
+from tests.e2e.conftest import WagateProcess, cli_json, free_port, run_cli
 
 pytestmark = pytest.mark.slow
 
@@ -52,14 +52,29 @@ def test_sigterm_answers_waiting_long_polls_at_once(wagate_server: WagateProcess
     assert [(a.status_code, a.content) for a in answers] == [(200, b"null")] * 3
 
 
-def test_a_port_in_use_stops_serve_with_uvicorns_status(tmp_path: Path) -> None:
+def test_a_port_in_use_stops_serve_before_it_does_anything(tmp_path: Path) -> None:
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         port = taken.getsockname()[1]
-        result = run_cli(tmp_path / "data", "serve", "--no-demo", "--port", str(port), check=False)
-    assert result.returncode == 3, result.stderr
-    assert (
-        f"error while attempting to bind on address ('127.0.0.1', {port}): address already"
-        " in use" in result.stderr
+        result = run_cli(tmp_path / "data", "serve", "--port", str(port), check=False)
+    assert result.returncode == 1, result.stderr
+    assert result.stderr.strip().splitlines()[-1] == (
+        f"error: cannot listen on 127.0.0.1:{port}: Address already in use; choose another"
+        " --port (WAGATE_PORT) or --host (WAGATE_HOST)"
+    )
+    # Before migrating, making the demo instance or printing its credentials for that port.
+    assert result.stdout == ""
+    assert not (tmp_path / "data" / "wagate.sqlite3").exists()
+
+
+def test_a_host_that_is_not_this_machines_stops_serve(tmp_path: Path) -> None:
+    port = free_port()
+    result = run_cli(
+        tmp_path / "data", "serve", "--host", "192.0.2.1", "--port", str(port), check=False
+    )
+    assert result.returncode == 1, result.stderr
+    assert result.stderr.strip().splitlines()[-1] == (
+        f"error: cannot listen on 192.0.2.1:{port}: Cannot assign requested address; choose"
+        " another --port (WAGATE_PORT) or --host (WAGATE_HOST)"
     )

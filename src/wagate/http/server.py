@@ -34,6 +34,25 @@ class _Server(uvicorn.Server):
         await super().shutdown(sockets)
 
 
+def listen_problem(host: str, port: int) -> str | None:
+    """Why the server could not listen on `host`:`port` now (the port taken, a privileged
+    port, a host that is not this machine's), or None. Binds a socket the way asyncio's server
+    will (SO_REUSEADDR) and closes it: `serve` asks before it migrates, makes the demo
+    instance or prints its credentials, rather than after, as uvicorn alone would."""
+    try:
+        addresses = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except socket.gaierror as exc:
+        return f"cannot resolve --host {host!r}: {exc.strerror}"
+    for family, kind, protocol, _, address in addresses:
+        with socket.socket(family, kind, protocol) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                probe.bind(address)
+            except OSError as exc:
+                return f"cannot listen on {host}:{port}: {exc.strerror or exc}"
+    return None
+
+
 def run_server(app: FastAPI, settings: Settings) -> None:
     """Serve `app` on `settings.host`:`settings.port` until SIGINT or SIGTERM, as `uvicorn.run`
     would; exits with uvicorn's status 3 if it could not start."""
