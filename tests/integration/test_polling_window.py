@@ -302,13 +302,18 @@ async def test_a_switch_to_push_ends_the_long_polls_waiting_on_the_instance(
     wakeups = WaitingWakeUps()
     service = NotificationService(store, wakeups, 60.0, prefetch=prefetch)
     opened.append(service)
+    instances = InstanceService(store, cache_ttl_s=60.0)
     settings = SettingsService(
-        InstanceService(store, cache_ttl_s=60.0),
+        instances,
         service,
         AnySender(),  # type: ignore[arg-type]  # only check_url is called
         wakeups,
     )
-    poll = asyncio.create_task(service.receive(instance, 30))
+
+    async def still_allowed() -> Instance:  # as the route checks after each wait
+        return await instances.authenticate(instance.id, instance.api_token)
+
+    poll = asyncio.create_task(service.receive(instance, 30, still_allowed))
     await asyncio.wait_for(wakeups.waiting.wait(), 5)
     await settings.change(instance, InstanceSettings(webhook_url="http://127.0.0.1:9/hook"))
     with pytest.raises(PushModeActive):
@@ -317,7 +322,7 @@ async def test_a_switch_to_push_ends_the_long_polls_waiting_on_the_instance(
     # Switched back to polling, a new poll waits and is answered as before.
     await settings.change(instance, InstanceSettings())
     wakeups.waiting.clear()
-    poll = asyncio.create_task(service.receive(instance, 30))
+    poll = asyncio.create_task(service.receive(instance, 30, still_allowed))
     await asyncio.wait_for(wakeups.waiting.wait(), 5)
     [receipt_id] = await queue(store, instance.id, 1)
     await wakeups.notification_added(instance.id)

@@ -85,9 +85,6 @@ class NotificationService:
         self._ending = False
         #: Long polls that found the queue empty and have not answered yet (for `/metrics`).
         self.waiting_polls = 0
-        # Per instance, how often it switched to push mode through this process since it last
-        # switched back: a long poll that sees the count change stops (see `receive`).
-        self._push_switches: dict[int, int] = {}
         self._timed_write_failures = RepeatedFailure(
             logger, "writing the deletes answered from polling windows", "deferred_deletes_failed"
         )
@@ -111,7 +108,6 @@ class NotificationService:
         while its lane pushes it too.
         """
         self._refuse_push_mode(instance)
-        switches = self._push_switches.get(instance.id, 0)
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout_s
         waited = False  # counted in `waiting_polls` from its first wait to its answer
@@ -119,10 +115,6 @@ class NotificationService:
             while True:
                 # Taken before the read: a notification added while it runs ends the wait.
                 mark = self._wakeups.notification_mark(instance.id)
-                if self._push_switches.get(instance.id, 0) != switches:
-                    # Switched to push while this poll waited (through this process): its lane
-                    # now delivers the queue, and a head handed out here would arrive twice.
-                    raise PushModeActive()
                 head = await self._head(instance.id, loop.time())
                 if head is not None:
                     return head
@@ -183,15 +175,6 @@ class NotificationService:
         while len(self._windows) > _MAX_WINDOWS:
             self._windows.popitem(last=False)
         return heads[0]
-
-    def webhook_url_changed(self, instance_id: int, *, pushing: bool) -> None:
-        """The instance's webhookUrl changed: its window goes, and if it now pushes, its
-        waiting long polls end with `PushModeActive` when they wake (the caller wakes them)."""
-        self.forget(instance_id)
-        if pushing:
-            self._push_switches[instance_id] = self._push_switches.get(instance_id, 0) + 1
-        else:
-            self._push_switches.pop(instance_id, None)
 
     def forget(self, instance_id: int) -> None:
         """Drop the instance's window: its queue changed in a way a window cannot follow."""

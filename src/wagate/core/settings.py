@@ -36,9 +36,10 @@ class SettingsService:
             await self.vet_new(settings)
         updated = await self._instances.set_settings(instance.id, settings)
         if url != instance.settings.webhook_url:
-            # Pushing takes notifications off the queue behind the polling window's back, and
-            # the long polls waiting on it stop when woken below.
-            self._notifications.webhook_url_changed(instance.id, pushing=settings.push_mode)
+            # Pushing takes notifications off the queue behind the polling window's back. The
+            # long polls waiting on it, woken below, see the push mode when they check their
+            # instance again (the instance service's cache has the new settings already).
+            self._notifications.forget(instance.id)
             # A lane must not push what the client deleted from its window. The settings are
             # saved already: if that write fails, it is retried, and a lane may push some of
             # those meanwhile (at least once), so the change is not reported as failed.
