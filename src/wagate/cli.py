@@ -235,22 +235,20 @@ def serve(
         pin_process(settings.cpu_affinity, is_sqlite=settings.is_sqlite)
     except AffinityError as exc:
         raise click.BadParameter(str(exc), param_hint=affinity_hint) from exc
-    database = sqlite_file(settings.effective_database_url)
-    if database is not None:
-        try:
+    try:
+        # Before anything is written: the database's server lock, then the address.
+        database = sqlite_file(settings.effective_database_url)
+        if database is not None:
             # Held for the life of the process: nothing releases it but the exit.
             _held_locks.append(acquire_server_lock(database))
-        except WagateError as exc:
-            log_output.flush()
-            click.echo(f"error: {exc.message}", err=True)
-            sys.exit(1)
-    problem = listen_problem(settings.host, settings.port)
-    if problem is not None:
+        problem = listen_problem(settings.host, settings.port)
+        if problem is not None:
+            raise WagateError(
+                f"{problem}; choose another --port (WAGATE_PORT) or --host (WAGATE_HOST)"
+            )
+    except WagateError as exc:
         log_output.flush()
-        click.echo(
-            f"error: {problem}; choose another --port (WAGATE_PORT) or --host (WAGATE_HOST)",
-            err=True,
-        )
+        click.echo(f"error: {exc.message}", err=True)
         sys.exit(1)
     _run(_with_runtime(settings, functools.partial(_prepare_serve, demo=demo), may_create=True))
     app = create_app(settings)
