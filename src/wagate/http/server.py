@@ -14,12 +14,10 @@ import sys
 
 import uvicorn
 from fastapi import FastAPI
+from uvicorn.config import STARTUP_FAILURE
 
 from wagate.bootstrap import Runtime
 from wagate.config import Settings
-
-# uvicorn's exit status for a server that could not start (the port taken, say).
-STARTUP_FAILURE = 3
 
 
 class _Server(uvicorn.Server):
